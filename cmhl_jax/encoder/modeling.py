@@ -1,0 +1,238 @@
+"""BERT / RoBERTa encoder in Flax NNX, with sequence packing and row-selective last layer."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+SUPPORTED_MODEL_TYPES = ("bert", "roberta")
+_INIT = nnx.initializers.normal(0.02)  # BERT's initializer_range
+_ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel"}
+
+
+def _check_model_type(model_type: str | None) -> None:
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"unsupported model_type {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """Hyper-parameters of a post-LayerNorm BERT/RoBERTa encoder (HF field names)."""
+
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+
+    def __post_init__(self):
+        _check_model_type(self.model_type)
+        if self.hidden_act != "gelu":
+            raise ValueError(
+                f"unsupported hidden_act {self.hidden_act!r}; only 'gelu' (exact erf) is supported"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_hf(cls, hf_config: Any) -> EncoderConfig:
+        """Builds a config from a transformers ``PretrainedConfig`` or its dict."""
+        d = hf_config if isinstance(hf_config, Mapping) else hf_config.to_dict()
+        _check_model_type(d.get("model_type"))
+        position_type = d.get("position_embedding_type") or "absolute"
+        if position_type != "absolute":
+            raise ValueError(f"unsupported position_embedding_type {position_type!r}")
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The transformers config dict of the matching ``AutoModel`` class."""
+        return {
+            **dataclasses.asdict(self),
+            "architectures": [_ARCHITECTURES[self.model_type]],
+            "position_embedding_type": "absolute",
+        }
+
+
+def _dropout(x: jax.Array, rate: float, rng: jax.Array | None, site: int) -> jax.Array:
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(jax.random.fold_in(rng, site), 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def _linear(n_in: int, n_out: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(
+        n_in, n_out, dtype=dtype, param_dtype=jnp.float32, kernel_init=_INIT, rngs=rngs
+    )
+
+
+def _layer_norm(cfg: EncoderConfig, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(
+        cfg.hidden_size,
+        epsilon=cfg.layer_norm_eps,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        rngs=rngs,
+    )
+
+
+def _embed(n: int, cfg: EncoderConfig, dtype, rngs: nnx.Rngs) -> nnx.Embed:
+    return nnx.Embed(
+        n, cfg.hidden_size, dtype=dtype, param_dtype=jnp.float32, embedding_init=_INIT, rngs=rngs
+    )
+
+
+def position_ids(segment_ids: jax.Array, model_type: str, pad_token_id: int) -> jax.Array:
+    """Per-segment positions; RoBERTa's are offset by ``pad_token_id + 1`` (padding: pad id)."""
+    idx = jnp.arange(segment_ids.shape[1], dtype=jnp.int32)
+    change = jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]],
+        axis=1,
+    )
+    start = jax.lax.cummax(jnp.where(change, idx, 0), axis=1)
+    pos = idx - start
+    if model_type == "roberta":
+        pos = jnp.where(segment_ids != 0, pos + pad_token_id + 1, pad_token_id)
+    return pos
+
+
+def attention_bias(q_segments: jax.Array, k_segments: jax.Array, dtype) -> jax.Array:
+    """Additive [B, 1, Q, K] bias: 0 where segments match and the key is not padding."""
+    allowed = (q_segments[:, :, None] == k_segments[:, None, :]) & (k_segments[:, None, :] != 0)
+    return jnp.where(allowed, 0, jnp.finfo(dtype).min).astype(dtype)[:, None]
+
+
+class Embeddings(nnx.Module):
+    """Word + position + token-type embeddings, LayerNorm."""
+
+    def __init__(self, cfg: EncoderConfig, dtype, rngs: nnx.Rngs):
+        self.word_embeddings = _embed(cfg.vocab_size, cfg, dtype, rngs)
+        self.position_embeddings = _embed(cfg.max_position_embeddings, cfg, dtype, rngs)
+        self.token_type_embeddings = _embed(cfg.type_vocab_size, cfg, dtype, rngs)
+        self.layer_norm = _layer_norm(cfg, dtype, rngs)
+
+    def __call__(self, input_ids, positions, token_type_ids):
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)
+            + self.token_type_embeddings(token_type_ids)
+        )
+        return self.layer_norm(x)
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention in [B, heads, L, D] layout, with output projection."""
+
+    def __init__(self, cfg: EncoderConfig, dtype, rngs: nnx.Rngs):
+        self.num_heads = cfg.num_attention_heads
+        self.head_dim = cfg.head_dim
+        self.dtype = dtype
+        h = cfg.hidden_size
+        self.query = _linear(h, h, dtype, rngs)
+        self.key = _linear(h, h, dtype, rngs)
+        self.value = _linear(h, h, dtype, rngs)
+        self.output = _linear(h, h, dtype, rngs)
+
+    def _heads(self, proj: nnx.Linear, x: jax.Array) -> jax.Array:
+        kernel = proj.kernel[...].astype(self.dtype).reshape(-1, self.num_heads, self.head_dim)
+        bias = proj.bias[...].astype(self.dtype).reshape(self.num_heads, 1, self.head_dim)
+        return jnp.einsum("blh,hnd->bnld", x, kernel) + bias
+
+    def __call__(self, x_q, x_kv, bias, rng, dropout_rate):
+        q = self._heads(self.query, x_q) * jnp.asarray(self.head_dim**-0.5, self.dtype)
+        k = self._heads(self.key, x_kv)
+        v = self._heads(self.value, x_kv)
+        scores = jnp.einsum("bnqd,bnkd->bnqk", q, k) + bias
+        probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
+        probs = _dropout(probs, dropout_rate, rng, 0)
+        ctx = jnp.einsum("bnqk,bnkd->bnqd", probs, v)
+        out = self.output.kernel[...].astype(self.dtype)
+        out = out.reshape(self.num_heads, self.head_dim, -1)
+        return jnp.einsum("bnqd,ndh->bqh", ctx, out) + self.output.bias[...].astype(self.dtype)
+
+
+class Layer(nnx.Module):
+    """Post-LayerNorm transformer layer (attention, then GELU feed-forward)."""
+
+    def __init__(self, cfg: EncoderConfig, dtype, rngs: nnx.Rngs):
+        self.attention = SelfAttention(cfg, dtype, rngs)
+        self.attention_norm = _layer_norm(cfg, dtype, rngs)
+        self.intermediate = _linear(cfg.hidden_size, cfg.intermediate_size, dtype, rngs)
+        self.output = _linear(cfg.intermediate_size, cfg.hidden_size, dtype, rngs)
+        self.output_norm = _layer_norm(cfg, dtype, rngs)
+
+    def __call__(self, x_q, x_kv, bias, rng, cfg: EncoderConfig):
+        """Queries/residual from ``x_q`` [B, Q, H], keys/values from ``x_kv`` [B, L, H]."""
+        attn = self.attention(x_q, x_kv, bias, rng, cfg.attention_probs_dropout_prob)
+        h = self.attention_norm(x_q + _dropout(attn, cfg.hidden_dropout_prob, rng, 1))
+        ffn = self.output(jax.nn.gelu(self.intermediate(h), approximate=False))
+        return self.output_norm(h + _dropout(ffn, cfg.hidden_dropout_prob, rng, 2))
+
+
+class Encoder(nnx.Module):
+    """BERT/RoBERTa encoder returning the last hidden state; params float32, compute ``dtype``."""
+
+    def __init__(self, config: EncoderConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.config = config
+        self.dtype = dtype
+        self.embeddings = Embeddings(config, dtype, rngs)
+        self.layers = nnx.List(
+            [Layer(config, dtype, rngs) for _ in range(config.num_hidden_layers)]
+        )
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        *,
+        token_type_ids: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        output_rows: jax.Array | None = None,
+        dropout_rng: jax.Array | None = None,
+    ) -> jax.Array:
+        """Encodes int32 [B, L] ids; returns [B, L, H], or [B, R, H] for ``output_rows`` [B, R].
+
+        ``segment_ids`` (0 = padding, k = k-th packed text) overrides ``attention_mask``; tokens
+        attend only within their own segment. Dropout is on iff ``dropout_rng`` is given.
+        """
+        cfg = self.config
+        if segment_ids is None:
+            segment_ids = jnp.ones_like(input_ids) if attention_mask is None else attention_mask
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        positions = position_ids(segment_ids, cfg.model_type, cfg.pad_token_id)
+        x = self.embeddings(input_ids, positions, token_type_ids).astype(self.dtype)
+        rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, len(self.layers))
+        x = _dropout(x, cfg.hidden_dropout_prob, rng, 0)
+        bias = attention_bias(segment_ids, segment_ids, self.dtype)
+        for i, layer in enumerate(self.layers):
+            rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, i)
+            if output_rows is not None and i == len(self.layers) - 1:
+                rows = output_rows.astype(jnp.int32)
+                x_rows = jnp.take_along_axis(x, rows[:, :, None], axis=1)
+                row_bias = jnp.take_along_axis(bias, rows[:, None, :, None], axis=2)
+                return layer(x_rows, x, row_bias, rng, cfg)
+            x = layer(x, x, bias, rng, cfg)
+        return x

