@@ -233,6 +233,24 @@ def resolve_split(local_dir: str | os.PathLike, split: str) -> Path:
     raise FileNotFoundError(f"no {split}.txt or {split}.csv in {local_dir} ({where})")
 
 
+SPLIT_ALIASES = {"validation": "val", "val": "validation"}
+
+
+def split_spec(data_cfg, split: str) -> str:
+    """Where a split comes from: `<local_dir>/<split>.txt|csv` (local_dir from the config or
+    the CMHL_DATA_DIR environment variable; `validation` and `val` are aliases there), else
+    `hf:<data_cfg.hf_dataset>:<split>`."""
+    local_dir = data_cfg.local_dir or os.environ.get("CMHL_DATA_DIR", "")
+    if not local_dir:
+        return f"hf:{data_cfg.hf_dataset}:{split}"
+    try:
+        return str(resolve_split(local_dir, split))
+    except FileNotFoundError:
+        if split not in SPLIT_ALIASES:
+            raise
+        return str(resolve_split(local_dir, SPLIT_ALIASES[split]))
+
+
 def warn_overlap(train: Examples, other: Examples) -> int:
     """Count texts of ``other`` that also occur in ``train`` (after strip); warn if any."""
     train_texts = {text.strip() for text in train.texts}
@@ -327,6 +345,27 @@ def tokenize(
     while len(_memory_cache) > _MEMORY_CACHE_SIZE:
         _memory_cache.popitem(last=False)
     return [ids[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def tokenize_split(examples: Examples, tokenizer, data_cfg, cache_dir) -> list[np.ndarray]:
+    """`tokenize` with the config's max_length and truncation."""
+    return tokenize(
+        examples.texts,
+        tokenizer,
+        data_cfg.max_length,
+        truncation=data_cfg.truncation,
+        cache_dir=cache_dir,
+    )
+
+
+def batch_options(data_cfg) -> dict:
+    """The batching keyword arguments held by the config's `data` block."""
+    return dict(
+        buckets=tuple(data_cfg.buckets),
+        pack=bool(data_cfg.pack),
+        pack_len=int(data_cfg.pack_len),
+        max_texts_per_row=int(data_cfg.max_texts_per_row),
+    )
 
 
 def _write_npz_atomically(path: Path, **arrays: np.ndarray) -> None:

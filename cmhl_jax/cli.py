@@ -1,0 +1,40 @@
+"""Shared command-line handling: `--config FILE --workdir DIR [--config.a.b=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from cmhl_jax.config import ConfigError, apply_overrides, load_config
+
+
+def parse_train_args(argv: list[str] | None = None):
+    """Returns (config, workdir) from the train command line; exits with a message on error."""
+    parser = argparse.ArgumentParser(
+        description="Train a CMHL model.",
+        epilog="Any config field can be overridden: --config.optim.lr=3e-5 --config.max_steps=50",
+    )
+    parser.add_argument("--config", required=True, help="config file, e.g. configs/default.py")
+    parser.add_argument("--workdir", required=True, help="output directory (resumes if present)")
+    args, rest = parser.parse_known_args(argv)
+    overrides = []
+    for item in rest:
+        if not item.startswith("--config."):
+            parser.error(f"unrecognized argument {item!r} (overrides look like --config.a.b=v)")
+        overrides.append(item.removeprefix("--config."))
+    try:
+        config = apply_overrides(load_config(args.config), overrides)
+    except ConfigError as err:
+        parser.error(str(err))
+    return config, args.workdir
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("absl", "orbax", "jax._src"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,148 @@
+"""Evaluation of a trained workdir: restore a checkpoint, score a split, write reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from cmhl_jax import data as data_lib
+from cmhl_jax.affect import AffectTables, build_affect_tables
+from cmhl_jax.checkpoint import Checkpoints
+from cmhl_jax.metrics import emotion_report
+from cmhl_jax.model import ModelDef, build_model
+from cmhl_jax.step import Parallel, init_train_state, make_optimizer, predict_step
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """A restored model: config, static model definition, params and tokenizer."""
+
+    config: ml_collections.ConfigDict
+    model_def: ModelDef
+    params: dict
+    tokenizer: object
+    tables: AffectTables
+    step: int
+    workdir: Path
+
+
+def load_config_json(workdir: str | Path) -> ml_collections.ConfigDict:
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def head_sizes_for(tables: AffectTables) -> dict[str, int]:
+    return {
+        "emotion": len(tables.emotion_names),
+        "valence": len(tables.valence_names),
+        "intensity": len(tables.intensity_names),
+    }
+
+
+def load_trained(workdir: str | Path, checkpoint: str | int = "best") -> TrainedModel:
+    """Rebuilds the model of a workdir and restores the chosen checkpoint's parameters."""
+    workdir = Path(workdir)
+    config = load_config_json(workdir)
+    tables = build_affect_tables(config.affect)
+    model_def, params, tokenizer = build_model(
+        config.model, head_sizes_for(tables), seed=config.seed
+    )
+    tx, _ = make_optimizer(config.optim, 1)
+    target = jax.device_get(init_train_state(params, tx, config.seed))
+    checkpoints = Checkpoints(
+        workdir, keep_best=config.checkpoint.keep_best, metric=config.checkpoint.metric
+    )
+    state, _ = checkpoints.restore(checkpoint, target, fingerprint=model_def.fingerprint())
+    return TrainedModel(
+        config, model_def, state.params, tokenizer, tables, int(state.step), workdir
+    )
+
+
+def data_spec(spec: str, config) -> str:
+    """`--data` accepts a file path, `hf:NAME[:CONFIG]:SPLIT`, or a split name of the
+    training data source (e.g. `validation`)."""
+    if spec.startswith("hf:") or Path(spec).exists():
+        return spec
+    return data_lib.split_spec(config.data, spec)
+
+
+def predict_all(parallel: Parallel, params, token_ids, labels, *, batch_size, pad_id, data_cfg):
+    """Head probabilities for every example, in example order; each scored exactly once."""
+    out: dict[str, np.ndarray] = {}
+    seen = np.zeros(len(token_ids), bool)
+    rows = batch_size * jax.process_count()
+    for batch in data_lib.eval_batches(
+        token_ids, labels, batch_size=rows, pad_id=pad_id, **data_lib.batch_options(data_cfg)
+    ):
+        local = data_lib.shard_batch(batch, jax.process_count(), jax.process_index())
+        probs = parallel.predict(params, local)
+        index = batch["example_index"].reshape(-1)
+        real = index >= 0
+        for name, value in probs.items():
+            flat = value.reshape(-1, value.shape[-1])
+            out.setdefault(name, np.zeros((len(token_ids), flat.shape[-1]), np.float32))
+            out[name][index[real]] = flat[real]
+        seen[index[real]] = True
+    if not seen.all():
+        raise RuntimeError(f"evaluation missed {int((~seen).sum())} examples")
+    return out
+
+
+def evaluate_split(trained: TrainedModel, spec: str, *, batch_size: int | None = None):
+    """Scores one split; returns (report, examples, probs)."""
+    config = trained.config
+    examples = data_lib.load_split(
+        data_spec(spec, config),
+        list(trained.tables.emotion_names),
+        skip_bad_lines=config.data.skip_bad_lines,
+    )
+    token_ids = data_lib.tokenize_split(examples, trained.tokenizer, config.data, cache_dir=None)
+    parallel = Parallel(
+        "single", predict_fn=functools.partial(predict_step, model_def=trained.model_def)
+    )
+    probs = predict_all(
+        parallel,
+        parallel.put_params(trained.params),
+        token_ids,
+        examples.labels,
+        batch_size=batch_size or config.eval_batch_size,
+        pad_id=int(trained.tokenizer.pad_token_id),
+        data_cfg=config.data,
+    )
+    report = emotion_report(
+        probs,
+        examples.labels,
+        trained.tables,
+        threshold=config.eval.contradiction_threshold,
+        bins=config.eval.ece_bins,
+    )
+    return report, examples, probs
+
+
+def write_predictions(path: Path, examples, probs: dict, tables: AffectTables) -> None:
+    """One JSON object a line: text, gold label, predicted emotion and every head's probs."""
+    names = tables.emotion_names
+    with path.open("w") as f:
+        for i, text in enumerate(examples.texts):
+            emotion = probs["emotion"][i]
+            f.write(
+                json.dumps(
+                    {
+                        "text": text,
+                        "label": names[int(examples.labels[i])],
+                        "emotion": names[int(emotion.argmax())],
+                        "probabilities": dict(zip(names, emotion.round(6).tolist(), strict=True)),
+                        "valence": tables.valence_names[int(probs["valence"][i].argmax())],
+                        "intensity": tables.intensity_names[int(probs["intensity"][i].argmax())],
+                    }
+                )
+                + "\n"
+            )

@@ -1,0 +1,81 @@
+"""Defaults for the emotion task (CMHL_SPEC section 1). Other configs start from this one.
+
+Every value the spec marks "chosen" is a field here. Override any field on the command line:
+    python train.py --config configs/emotion_minilm.py --workdir runs/x --config.loss.lam=0
+"""
+
+import ml_collections
+
+from cmhl_jax.affect import default_affect_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.task = "emotion"
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.encoder = "roberta-base"  # local dir, Hub id, or "minilm" (embedded)
+    config.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
+    config.model.head_dropout = 0.1  # dropout on the first-token state h (chosen)
+    # None keeps the encoder checkpoint's own dropout rates.
+    config.model.hidden_dropout_prob = ml_collections.config_dict.placeholder(float)
+    config.model.attention_probs_dropout_prob = ml_collections.config_dict.placeholder(float)
+
+    config.data = ml_collections.ConfigDict()
+    # Local files `<local_dir>/<split>.txt|.csv`; empty: the Hugging Face dataset below.
+    # The environment variable CMHL_DATA_DIR is used when this is empty.
+    config.data.local_dir = ""
+    config.data.hf_dataset = "dair-ai/emotion"
+    config.data.train_split = "train"
+    config.data.val_split = "validation"  # HF name; local files use "val" (see data.py)
+    config.data.max_length = 128
+    config.data.buckets = (16, 32, 64, 128)
+    config.data.truncation = "head"  # or "head_tail"
+    config.data.pack = False
+    config.data.pack_len = 128
+    config.data.max_texts_per_row = 8
+    config.data.skip_bad_lines = False
+    config.data.cache_dir = ""  # tokenised-data cache; empty: <workdir>/cache
+
+    config.affect = default_affect_config()
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.alpha = 0.5  # CE_valence weight (chosen)
+    config.loss.beta = 0.5  # CE_intensity weight (chosen)
+    config.loss.lam = 0.4  # exclusivity weight (paper)
+    config.loss.variant = "sum"  # sum (paper), product, min
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.lr = 2e-5
+    config.optim.weight_decay = 0.01
+    config.optim.warmup_frac = 0.1
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.999
+    config.optim.eps = 1e-8
+    config.optim.grad_clip = 0.0  # 0 disables
+    config.optim.accum_steps = 2
+
+    config.batch_size = 16  # global rows per micro-step (texts, or packed rows)
+    config.eval_batch_size = 64
+    config.num_epochs = 5
+    config.max_steps = -1  # > 0 caps the run at this many micro-steps (smoke tests)
+
+    config.parallel = ml_collections.ConfigDict()
+    config.parallel.mode = "pmap"  # pmap (design), mesh (jit + NamedSharding), single
+    config.parallel.distributed = False  # call jax.distributed.initialize
+    config.parallel.coordinator_address = ""
+    config.parallel.num_processes = 1
+    config.parallel.process_id = 0
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.keep_best = 2
+    config.checkpoint.metric = "macro_f1"  # validation metric that selects "best"
+    config.checkpoint.every_steps = 0  # extra "latest" saves inside an epoch; 0: epoch ends
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.contradiction_threshold = 0.25
+    config.eval.ece_bins = 15
+
+    config.log_every = 50
+    return config
