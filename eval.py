@@ -8,8 +8,13 @@ import argparse
 import json
 from pathlib import Path
 
-from cmhl_jax.cli import setup_logging
-from cmhl_jax.evaluate import evaluate_split, load_trained, write_predictions
+from cmhl_jax.runtime import ensure_fast_runtime
+
+if __name__ == "__main__":
+    ensure_fast_runtime()  # jemalloc + XLA flags; must run before jax is imported
+
+from cmhl_jax.cli import setup_logging  # noqa: E402
+from cmhl_jax.evaluate import evaluate_split, load_trained, write_predictions  # noqa: E402
 
 
 def main(argv=None) -> None:

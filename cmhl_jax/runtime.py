@@ -1,0 +1,64 @@
+"""The fast CPU runtime, applied automatically by the command-line entry points.
+
+XLA:CPU allocates fresh buffers on every call; with glibc malloc the memory goes back to the
+OS and is faulted in again each step (see README, Performance). `ensure_fast_runtime()`:
+
+* preloads jemalloc (Debian/Ubuntu package `libjemalloc2`) with memory return disabled, by
+  re-executing the current command once with LD_PRELOAD set;
+* turns off XLA:CPU's concurrency-optimised scheduler, which is slower on this model.
+
+It must run before jax is imported. Set CMHL_FAST_RUNTIME=0 to skip it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+JEMALLOC_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+    "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+    "/usr/lib64/libjemalloc.so.2",
+    "/usr/lib/libjemalloc.so.2",
+    "/opt/homebrew/lib/libjemalloc.2.dylib",
+)
+MALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+XLA_CPU_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
+
+
+def find_jemalloc() -> str | None:
+    for candidate in JEMALLOC_CANDIDATES:
+        if Path(candidate).exists():
+            return candidate
+    return None
+
+
+def fast_runtime_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment with the fast-runtime settings added (unchanged if already there)."""
+    env = dict(env)
+    flags = env.get("XLA_FLAGS", "")
+    for flag in XLA_CPU_FLAGS:
+        if flag.split("=")[0] not in flags:
+            flags = f"{flags} {flag}".strip()
+    env["XLA_FLAGS"] = flags
+    jemalloc = find_jemalloc()
+    if jemalloc and "jemalloc" not in env.get("LD_PRELOAD", ""):
+        env["LD_PRELOAD"] = f"{jemalloc} {env.get('LD_PRELOAD', '')}".strip()
+        env.setdefault("MALLOC_CONF", MALLOC_CONF)
+    return env
+
+
+def ensure_fast_runtime() -> None:
+    """Re-executes this process once with jemalloc preloaded (when installed)."""
+    if os.environ.get("CMHL_FAST_RUNTIME", "1") == "0" or "jax" in sys.modules:
+        return
+    env = fast_runtime_env(os.environ)
+    env["CMHL_FAST_RUNTIME"] = "0"  # the re-executed process does not do it again
+    if env.get("LD_PRELOAD") != os.environ.get("LD_PRELOAD") and sys.argv and sys.argv[0]:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    os.environ.update(env)
+
+
+def jemalloc_active() -> bool:
+    return "jemalloc" in os.environ.get("LD_PRELOAD", "")
