@@ -11,6 +11,8 @@ def get_config():
     config = default.get_config()
     config.model.encoder = "minilm"
     config.optim.lr = 1e-4
+    config.optim.accum_steps = 1
+    config.batch_size = 16  # packed rows of 64 tokens: about 45 texts per update
     config.data.pack = True
     config.data.pack_len = 64
     return config
