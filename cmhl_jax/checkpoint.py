@@ -37,7 +37,7 @@ class Checkpoints:
     """The two managers of a workdir. `metric` names the validation metric of "best"."""
 
     def __init__(self, workdir: str | Path, *, keep_best: int, metric: str):
-        root = Path(workdir) / "checkpoints"
+        root = Path(workdir).resolve() / "checkpoints"
         self.metric = metric
         self.latest = _manager(root / "latest", keep=2, metric=None)
         self.best = _manager(root / "best", keep=keep_best, metric=metric)
