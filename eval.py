@@ -26,6 +26,11 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--output", required=True, help="metrics JSON path")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument(
+        "--plots",
+        action="store_true",
+        help="also write PNGs next to --output: confusion, reliability, co-activation, curves",
+    )
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint
     if checkpoint not in ("best", "latest") and not checkpoint.isdigit():
@@ -36,7 +41,7 @@ def main(argv=None) -> None:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     predictions = output.with_suffix(".predictions.jsonl")
-    write_predictions(predictions, examples, probs, trained.tables)
+    write_predictions(predictions, trained, examples, probs)
     report.update(
         workdir=str(args.workdir),
         checkpoint=checkpoint,
@@ -44,6 +49,22 @@ def main(argv=None) -> None:
         data=args.data,
         predictions_file=str(predictions),
     )
+    if args.plots:
+        from cmhl_jax.plots import write_eval_plots
+
+        task = getattr(trained, "task", None)
+        plots = write_eval_plots(
+            output.with_suffix(""),
+            probs,
+            examples.labels,
+            task.label_names if task else trained.tables.emotion_names,
+            primary=task.primary if task else "emotion",
+            tables=trained.tables,
+            metrics_path=Path(args.workdir) / "metrics.jsonl",
+            bins=trained.config.eval.ece_bins,
+            variant=trained.config.loss.variant,
+        )
+        report["plots"] = [str(p) for p in plots]
     output.write_text(json.dumps(report, indent=2))
     summary = {k: report[k] for k in ("accuracy", "macro_f1", "weighted_f1")}
     print(json.dumps(summary))

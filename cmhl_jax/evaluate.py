@@ -14,9 +14,9 @@ import numpy as np
 from cmhl_jax import data as data_lib
 from cmhl_jax.affect import AffectTables, build_affect_tables
 from cmhl_jax.checkpoint import Checkpoints
-from cmhl_jax.metrics import emotion_report
 from cmhl_jax.model import ModelDef, build_model
 from cmhl_jax.step import Parallel, init_train_state, make_optimizer, predict_step
+from cmhl_jax.tasks import Task, make_task
 
 
 @dataclasses.dataclass
@@ -27,9 +27,17 @@ class TrainedModel:
     model_def: ModelDef
     params: dict
     tokenizer: object
-    tables: AffectTables
     step: int
     workdir: Path
+
+    @property
+    def task(self) -> Task:
+        return self.model_def.task
+
+    @property
+    def tables(self) -> AffectTables | None:
+        """The emotion task's affect tables (None for other tasks)."""
+        return build_affect_tables(self.config.affect) if self.task.name == "emotion" else None
 
 
 def load_config_json(workdir: str | Path) -> ml_collections.ConfigDict:
@@ -39,31 +47,18 @@ def load_config_json(workdir: str | Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def head_sizes_for(tables: AffectTables) -> dict[str, int]:
-    return {
-        "emotion": len(tables.emotion_names),
-        "valence": len(tables.valence_names),
-        "intensity": len(tables.intensity_names),
-    }
-
-
 def load_trained(workdir: str | Path, checkpoint: str | int = "best") -> TrainedModel:
     """Rebuilds the model of a workdir and restores the chosen checkpoint's parameters."""
     workdir = Path(workdir)
     config = load_config_json(workdir)
-    tables = build_affect_tables(config.affect)
-    model_def, params, tokenizer = build_model(
-        config.model, head_sizes_for(tables), seed=config.seed
-    )
+    model_def, params, tokenizer = build_model(config.model, make_task(config), seed=config.seed)
     tx, _ = make_optimizer(config.optim, 1)
     target = jax.device_get(init_train_state(params, tx, config.seed))
     checkpoints = Checkpoints(
         workdir, keep_best=config.checkpoint.keep_best, metric=config.checkpoint.metric
     )
     state, _ = checkpoints.restore(checkpoint, target, fingerprint=model_def.fingerprint())
-    return TrainedModel(
-        config, model_def, state.params, tokenizer, tables, int(state.step), workdir
-    )
+    return TrainedModel(config, model_def, state.params, tokenizer, int(state.step), workdir)
 
 
 def data_spec(spec: str, config) -> str:
@@ -101,7 +96,7 @@ def evaluate_split(trained: TrainedModel, spec: str, *, batch_size: int | None =
     config = trained.config
     examples = data_lib.load_split(
         data_spec(spec, config),
-        list(trained.tables.emotion_names),
+        list(trained.task.label_names),
         skip_bad_lines=config.data.skip_bad_lines,
     )
     token_ids = data_lib.tokenize_split(examples, trained.tokenizer, config.data, cache_dir=None)
@@ -117,32 +112,38 @@ def evaluate_split(trained: TrainedModel, spec: str, *, batch_size: int | None =
         pad_id=int(trained.tokenizer.pad_token_id),
         data_cfg=config.data,
     )
-    report = emotion_report(
-        probs,
-        examples.labels,
-        trained.tables,
-        threshold=config.eval.contradiction_threshold,
-        bins=config.eval.ece_bins,
-    )
+    report = trained.task.report(probs, examples.labels)
     return report, examples, probs
 
 
-def write_predictions(path: Path, examples, probs: dict, tables: AffectTables) -> None:
-    """One JSON object a line: text, gold label, predicted emotion and every head's probs."""
-    names = tables.emotion_names
+def prediction_records(trained: TrainedModel, probs: dict) -> list[dict]:
+    """One dict per text: the predicted class with its probabilities and every other head's
+    prediction (emotion: valence, intensity; mental health: intensity level, gate weights)."""
+    task, names = trained.task, trained.task.label_names
+    if task.name == "emotion":
+        tables = trained.tables
+        heads = {"valence": tables.valence_names, "intensity": tables.intensity_names}
+    else:
+        heads = {"intensity": tuple(trained.config.mental_health.level_names)}
+    records = []
+    for i, primary in enumerate(np.asarray(probs[task.primary])):
+        record = {
+            ("emotion" if task.name == "emotion" else "prediction"): names[int(primary.argmax())],
+            "probabilities": dict(zip(names, primary.round(6).tolist(), strict=True)),
+        }
+        for head, head_names in heads.items():
+            record[head] = head_names[int(probs[head][i].argmax())]
+        if "gate" in probs:
+            record["gate"] = probs["gate"][i].round(6).tolist()
+        records.append(record)
+    return records
+
+
+def write_predictions(path: Path, trained: TrainedModel, examples, probs: dict) -> None:
+    """One JSON object a line: the text, its gold label and the prediction record."""
+    names = trained.task.label_names
     with path.open("w") as f:
-        for i, text in enumerate(examples.texts):
-            emotion = probs["emotion"][i]
-            f.write(
-                json.dumps(
-                    {
-                        "text": text,
-                        "label": names[int(examples.labels[i])],
-                        "emotion": names[int(emotion.argmax())],
-                        "probabilities": dict(zip(names, emotion.round(6).tolist(), strict=True)),
-                        "valence": tables.valence_names[int(probs["valence"][i].argmax())],
-                        "intensity": tables.intensity_names[int(probs["intensity"][i].argmax())],
-                    }
-                )
-                + "\n"
-            )
+        for text, label, record in zip(
+            examples.texts, examples.labels, prediction_records(trained, probs), strict=True
+        ):
+            f.write(json.dumps({"text": text, "label": names[int(label)], **record}) + "\n")

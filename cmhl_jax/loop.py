@@ -1,6 +1,6 @@
 """`train_and_evaluate(config, workdir)`: the training loop, in labelled sections.
 
-input → model → update step → checkpoint → loop (logging, evals, preemption).
+setup → input → model → update step → checkpoint → loop (logging, evals, preemption).
 """
 
 from __future__ import annotations
@@ -14,39 +14,50 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
 from cmhl_jax import data as data_lib
-from cmhl_jax.affect import build_affect_tables
 from cmhl_jax.checkpoint import Checkpoints
 from cmhl_jax.config import to_json, validate_config
 from cmhl_jax.evaluate import predict_all
-from cmhl_jax.losses import loss_tables
-from cmhl_jax.metrics import emotion_report
+from cmhl_jax.mental_health import EarlyStopping
 from cmhl_jax.model import build_model
-from cmhl_jax.step import (
-    Parallel,
-    init_train_state,
-    make_optimizer,
-    predict_step,
-    train_step,
-)
+from cmhl_jax.step import Parallel, init_train_state, make_optimizer, predict_step, train_step
+from cmhl_jax.tasks import make_task
+from cmhl_jax.tensorboard import MetricsFile
 
 log = logging.getLogger("cmhl_jax")
 
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or the gradients became NaN or inf; the message names the step and term."""
+
+
 # ------------------------------------------------------------------------------------------
-# Workdir checks
+# Setup helpers
+
+
+def setup_distributed(parallel_cfg) -> None:
+    """`jax.distributed.initialize` for multi-host runs (CPU collectives through gloo)."""
+    if not parallel_cfg.distributed:
+        return
+    if parallel_cfg.get("cpu_collectives"):
+        jax.config.update("jax_cpu_collectives_implementation", parallel_cfg.cpu_collectives)
+    jax.distributed.initialize(
+        coordinator_address=parallel_cfg.coordinator_address or None,
+        num_processes=parallel_cfg.num_processes,
+        process_id=parallel_cfg.process_id,
+    )
 
 
 def check_workdir(workdir: Path, needed_bytes: int) -> None:
     """Fails before training when the workdir is unwritable or the disk cannot hold a
     checkpoint (two copies exist while a new one is written)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write_probe"
     try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".write_probe"
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
@@ -76,8 +87,43 @@ class PreemptionFlag:
             signal.signal(sig, handler)
 
 
-def _mean_metrics(history: list[dict]) -> dict:
-    return {k: float(np.mean([h[k] for h in history])) for k in history[0]}
+def epoch_token_ids(config, epoch: int, train_examples, base_ids, tokenizer):
+    """The training token ids of one epoch: augmented afresh each epoch when configured
+    (training set only), else the cached tokenisation."""
+    augment_cfg = config.get("augment")
+    if augment_cfg is None or not (augment_cfg.synonym_p or augment_cfg.delete_p):
+        return base_ids
+    from cmhl_jax.augment import augment_texts, wordnet_synonyms
+
+    synonyms = None
+    if augment_cfg.synonym_p:
+        synonyms = wordnet_synonyms(allow_missing=augment_cfg.allow_missing_wordnet)
+    texts = augment_texts(
+        train_examples.texts,
+        config.seed,
+        epoch,
+        p_synonym=augment_cfg.synonym_p if synonyms else 0.0,
+        p_delete=augment_cfg.delete_p,
+        synonyms=synonyms,
+    )
+    return data_lib.tokenize(
+        texts, tokenizer, config.data.max_length, truncation=config.data.truncation
+    )
+
+
+def check_finite(history: list[dict], first_step: int, skip: bool) -> int:
+    """Non-finite steps among the logged ones; raises unless `skip` (the update of such a step
+    was not applied, so the parameters are still the last good ones)."""
+    bad = [(first_step + i, h) for i, h in enumerate(history) if h["nonfinite"] > 0]
+    if bad and not skip:
+        step, metrics = bad[0]
+        terms = [k for k, v in metrics.items() if not np.isfinite(v)] or ["gradients"]
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step} (terms: {', '.join(terms)}); its update was not "
+            "applied and the last good checkpoint is kept. Lower the learning rate, set "
+            "optim.grad_clip, or pass --config.skip_nonfinite=true to skip such steps."
+        )
+    return len(bad)
 
 
 # ------------------------------------------------------------------------------------------
@@ -89,42 +135,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     Returns the final summary (also written to <workdir>/summary.json).
     """
+    # --- setup -------------------------------------------------------------------------
     validate_config(config)
     workdir = Path(workdir)
-    if config.parallel.distributed:
-        jax.distributed.initialize(
-            coordinator_address=config.parallel.coordinator_address or None,
-            num_processes=config.parallel.num_processes,
-            process_id=config.parallel.process_id,
-        )
+    setup_distributed(config.parallel)
     is_main = jax.process_index() == 0
-    tables = build_affect_tables(config.affect)
-    label_names = list(tables.emotion_names)
+    task = make_task(config)
 
     # --- model -------------------------------------------------------------------------
-    head_sizes = {
-        "emotion": len(tables.emotion_names),
-        "valence": len(tables.valence_names),
-        "intensity": len(tables.intensity_names),
-    }
-    model_def, params, tokenizer = build_model(config.model, head_sizes, seed=config.seed)
+    model_def, params, tokenizer = build_model(config.model, task, seed=config.seed)
     param_bytes = sum(x.size * 4 for x in jax.tree_util.tree_leaves(params))
     check_workdir(workdir, needed_bytes=2 * 3 * param_bytes)  # params + Adam moments
-    if is_main:
-        (workdir / "config.json").write_text(to_json(config))
 
     # --- input -------------------------------------------------------------------------
     data_cfg = config.data
     cache_dir = data_cfg.cache_dir or str(workdir / "cache")
-    train_examples = data_lib.load_split(
-        data_lib.split_spec(data_cfg, data_cfg.train_split),
-        label_names,
-        skip_bad_lines=data_cfg.skip_bad_lines,
-    )
-    val_examples = data_lib.load_split(
-        data_lib.split_spec(data_cfg, data_cfg.val_split),
-        label_names,
-        skip_bad_lines=data_cfg.skip_bad_lines,
+    label_names = list(task.label_names)
+    train_examples, val_examples = (
+        data_lib.load_split(
+            data_lib.split_spec(data_cfg, split),
+            label_names,
+            skip_bad_lines=data_cfg.skip_bad_lines,
+        )
+        for split in (data_cfg.train_split, data_cfg.val_split)
     )
     data_lib.warn_overlap(train_examples, val_examples)
     train_ids = data_lib.tokenize_split(train_examples, tokenizer, data_cfg, cache_dir)
@@ -144,20 +177,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     # --- update step -------------------------------------------------------------------
     tx, schedule = make_optimizer(config.optim, max(total_steps // accum, 1))
-    loss_arrays = {k: jnp.asarray(v) for k, v in loss_tables(tables).items()}
     step_fn = functools.partial(
-        train_step,
-        model_def=model_def,
-        tx=tx,
-        tables=loss_arrays,
-        loss_cfg=ml_collections.FrozenConfigDict(config.loss),
-        schedule=schedule,
-        accum_steps=accum,
+        train_step, model_def=model_def, tx=tx, schedule=schedule, accum_steps=accum
     )
     parallel = Parallel(
         config.parallel.mode, step_fn, functools.partial(predict_step, model_def=model_def)
     )
-    if config.batch_size % (parallel.num_global_devices):
+    if config.batch_size % parallel.num_global_devices:
         raise ValueError(
             f"batch_size={config.batch_size} must divide by the {parallel.num_global_devices} "
             f"devices of parallel.mode={config.parallel.mode}"
@@ -169,19 +195,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     )
     host_state = init_train_state(params, tx, config.seed)
     position = {"epoch": 0, "batch": 0}
-    best_metric = None
+    best_metric, skipped_steps = None, 0
+    early_cfg = early_stopping = None
+    if task.name == "mental_health":
+        early_cfg = config.mental_health.early_stopping
+        early_stopping = EarlyStopping(early_cfg.patience)
+    stopped_by = None
     if checkpoints.has_any():
         host_state, meta = checkpoints.restore(
             "latest", jax.device_get(host_state), fingerprint=model_def.fingerprint()
         )
-        position = meta["position"]
-        best_metric = meta.get("best_metric")
+        position, best_metric = meta["position"], meta.get("best_metric")
+        skipped_steps = meta.get("skipped_steps", 0)
+        if early_stopping and meta.get("early_stopping"):
+            early_stopping = EarlyStopping.from_state_dict(meta["early_stopping"])
+        if meta.get("stopped_by") == "early_stopping":
+            stopped_by = "early_stopping"  # finished: a restart does not train on
         log.info(
             "resumed from step %d (epoch %d, batch %d)",
             int(host_state.step),
             position["epoch"],
             position["batch"],
         )
+    # Written only now: a run refused by the checkpoint checks above leaves the workdir's
+    # config.json (which eval.py rebuilds the model from) untouched.
+    if is_main:
+        (workdir / "config.json").write_text(to_json(config))
     state = parallel.put_state(host_state)
     del host_state, params
 
@@ -190,25 +229,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             "position": position,
             "model": model_def.fingerprint(),
             "best_metric": best_metric,
+            "skipped_steps": skipped_steps,
+            "early_stopping": early_stopping.state_dict() if early_stopping else None,
+            "stopped_by": stopped_by,
             "val": val_report and {k: v for k, v in val_report.items() if k != "per_class"},
         }
         checkpoints.save(step, parallel.get_state(state), meta, val_metrics=val_report)
 
     # --- loop --------------------------------------------------------------------------
     preemption = PreemptionFlag()
-    metrics_file = (workdir / "metrics.jsonl").open("a") if is_main else None
+    metrics_file = MetricsFile(workdir / "metrics.jsonl", config) if is_main else None
+
+    def log_record(record: dict) -> None:
+        if metrics_file:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+
     step = int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
     history: list[dict] = []
-    texts_since, time_since = 0, time.perf_counter()
-    start_time = time.perf_counter()
+    texts_since, time_since, start_time = 0, time.perf_counter(), time.perf_counter()
     progress = tqdm(total=total_steps, initial=step, disable=not is_main, desc="train")
     val_report = None
-    stopped_by = None
     try:
-        while step < total_steps and position["epoch"] < config.num_epochs:
+        while step < total_steps and position["epoch"] < config.num_epochs and not stopped_by:
             epoch = position["epoch"]
+            ids = epoch_token_ids(config, epoch, train_examples, train_ids, tokenizer)
             batches = data_lib.train_batches(
-                train_ids,
+                ids,
                 train_examples.labels,
                 batch_size=config.batch_size,
                 seed=config.seed,
@@ -226,20 +273,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 position = {"epoch": epoch, "batch": position["batch"] + 1}
                 progress.update(1)
                 if step % config.log_every == 0 or step == total_steps:
-                    values = _mean_metrics(jax.device_get(history))
+                    # The only host sync of the inner loop, every log_every steps.
+                    values = jax.device_get(history)
+                    skipped_steps += check_finite(
+                        values, step - len(values) + 1, config.skip_nonfinite
+                    )
                     history.clear()
                     now = time.perf_counter()
-                    values.update(
+                    record = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
+                    record.update(
                         step=step,
                         epoch=epoch,
                         samples_per_s=texts_since / (now - time_since),
                         compiles=parallel.compiles,
+                        skipped_steps=skipped_steps,
                     )
                     texts_since, time_since = 0, now
-                    progress.set_postfix(loss=f"{values['loss']:.4f}")
-                    if metrics_file:
-                        metrics_file.write(json.dumps(values) + "\n")
-                        metrics_file.flush()
+                    progress.set_postfix(loss=f"{record['loss']:.4f}")
+                    log_record(record)
                 if config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0:
                     save(step)
                 if preemption.signal_name or step >= total_steps:
@@ -260,47 +311,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     pad_id=pad_id,
                     data_cfg=data_cfg,
                 )
-                val_report = emotion_report(
-                    probs,
-                    val_examples.labels,
-                    tables,
-                    threshold=config.eval.contradiction_threshold,
-                    bins=config.eval.ece_bins,
-                )
+                val_report = task.report(probs, val_examples.labels)
                 metric = val_report[config.checkpoint.metric]
                 best_metric = metric if best_metric is None else max(best_metric, metric)
-                if metrics_file:
-                    metrics_file.write(
-                        json.dumps(
-                            {
-                                "step": step,
-                                "epoch": epoch,
-                                **{
-                                    f"val_{k}": v
-                                    for k, v in val_report.items()
-                                    if isinstance(v, float)
-                                },
-                            }
-                        )
-                        + "\n"
-                    )
-                    metrics_file.flush()
+                log_record(
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        **{f"val_{k}": v for k, v in val_report.items() if isinstance(v, float)},
+                    }
+                )
                 log.info(
                     "epoch %d step %d val %s=%.4f", epoch, step, config.checkpoint.metric, metric
                 )
+                if early_stopping and early_stopping.update(val_report[early_cfg.metric]):
+                    stopped_by = "early_stopping"
+                    log.info(
+                        "early stopping: %d epochs without a better val %s",
+                        early_stopping.bad_epochs,
+                        early_cfg.metric,
+                    )
                 save(step, val_report)
     finally:
         progress.close()
         preemption.restore()
         if metrics_file:
             metrics_file.close()
-    if stopped_by:
+    if stopped_by in ("SIGTERM", "SIGINT"):
         save(step)
         log.warning("%s received: saved a checkpoint at step %d; rerun to resume", stopped_by, step)
     summary = {
         "step": step,
         "stopped_by": stopped_by,
         "best_" + config.checkpoint.metric: best_metric,
+        "skipped_steps": skipped_steps,
         "wall_time_s": time.perf_counter() - start_time,
         "compiles": parallel.compiles,
         "val": val_report and {k: v for k, v in val_report.items() if k != "per_class"},

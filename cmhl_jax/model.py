@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cmhl_jax.encoder import EncoderConfig, load_encoder
-from cmhl_jax.heads import apply_heads, init_heads
+from cmhl_jax.tasks import Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,18 +22,19 @@ class ModelDef:
 
     graphdef: nnx.GraphDef
     encoder_config: EncoderConfig
-    head_sizes: tuple[tuple[str, int], ...]
+    task: Task
     head_dropout: float
 
     def fingerprint(self) -> dict:
         """What a checkpoint must match to be restored into this model."""
         return {
             "encoder": dataclasses.asdict(self.encoder_config),
-            "heads": dict(self.head_sizes),
+            "task": self.task.name,
+            "heads": dict(self.task.head_sizes),
         }
 
 
-def build_model(model_cfg, head_sizes: dict[str, int], *, seed: int):
+def build_model(model_cfg, task: Task, *, seed: int):
     """Loads the encoder named by the config, splits it once and initialises the heads.
 
     Returns (model_def, params, tokenizer).
@@ -49,23 +50,21 @@ def build_model(model_cfg, head_sizes: dict[str, int], *, seed: int):
     graphdef, state = nnx.split(encoder, nnx.Param)
     params = {
         "encoder": nnx.to_pure_dict(state),
-        "heads": init_heads(
-            jax.random.fold_in(jax.random.PRNGKey(seed), 1),
-            encoder.config.hidden_size,
-            head_sizes,
+        "heads": task.init_heads(
+            jax.random.fold_in(jax.random.PRNGKey(seed), 1), encoder.config.hidden_size
         ),
     }
     model_def = ModelDef(
         graphdef=graphdef,
         encoder_config=encoder.config,
-        head_sizes=tuple(sorted(head_sizes.items())),
+        task=task,
         head_dropout=float(model_cfg.head_dropout),
     )
     return model_def, params, tokenizer
 
 
 def forward(model_def: ModelDef, params: dict, batch: dict, rng: jax.Array | None = None):
-    """Head logits [B, R, C] for every text slot of a batch (see `cmhl_jax.data`).
+    """Head outputs [B, R, C] for every text slot of a batch (see `cmhl_jax.data`).
 
     Train mode iff `rng` is given. The encoder's last layer computes only the rows the heads
     read (`text_rows`: each text's first token).
@@ -80,4 +79,6 @@ def forward(model_def: ModelDef, params: dict, batch: dict, rng: jax.Array | Non
         output_rows=batch["text_rows"],
         dropout_rng=encoder_rng,
     )
-    return apply_heads(params["heads"], hidden, dropout_rate=model_def.head_dropout, rng=head_rng)
+    return model_def.task.apply_heads(
+        params["heads"], hidden, dropout_rate=model_def.head_dropout, rng=head_rng
+    )

@@ -27,7 +27,6 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from cmhl_jax.data import device_split
-from cmhl_jax.losses import cmhl_loss
 from cmhl_jax.model import ModelDef, forward
 
 AXIS = "data"
@@ -42,8 +41,10 @@ class TrainState:
 
 
 def learning_rate_schedule(optim_cfg, total_updates: int) -> optax.Schedule:
-    """Linear warmup to lr over warmup_frac of the updates, then linear decay to 0."""
-    warmup = max(1, int(round(optim_cfg.warmup_frac * total_updates)))
+    """Linear warmup to lr over `warmup_steps` updates (when set) or `warmup_frac` of the
+    updates, then linear decay to 0."""
+    warmup = optim_cfg.get("warmup_steps") or int(round(optim_cfg.warmup_frac * total_updates))
+    warmup = max(1, min(warmup, total_updates))
     return optax.join_schedules(
         [
             optax.linear_schedule(0.0, optim_cfg.lr, warmup),
@@ -98,13 +99,11 @@ def train_step(
     *,
     model_def: ModelDef,
     tx,
-    tables: dict,
-    loss_cfg,
     schedule: Callable,
     accum_steps: int,
     axis_name: str | None = None,
 ):
-    """One micro-step: forward in train mode, CMHL loss, gradients, AdamW update."""
+    """One micro-step: forward in train mode, the task's loss, gradients, AdamW update."""
     rng = jax.random.fold_in(state.rng, state.step)
     weights = batch["text_mask"]
     count = weights.sum()
@@ -115,29 +114,29 @@ def train_step(
         normalizer = jnp.maximum(count, 1.0)
 
     def loss_fn(params):
-        logits = forward(model_def, params, batch, rng)
-        return cmhl_loss(
-            logits,
-            batch["labels"],
-            weights,
-            tables,
-            loss_cfg.alpha,
-            loss_cfg.beta,
-            loss_cfg.lam,
-            normalizer=normalizer,
-            variant=loss_cfg.variant,
-        )
+        outputs = forward(model_def, params, batch, rng)
+        return model_def.task.loss(outputs, params["heads"], batch["labels"], weights, normalizer)
 
     grads, terms = jax.grad(loss_fn, has_aux=True)(state.params)
     if axis_name is not None:
         grads = jax.lax.pmean(grads, axis_name)
         terms = jax.lax.pmean(terms, axis_name)
         count = jax.lax.psum(count, axis_name)
+    grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    # NaN guard: a step whose loss or gradients are not finite leaves params and optimizer
+    # state unchanged; the loop reads `nonfinite` and stops or counts it.
+    finite = jnp.isfinite(terms["loss"]) & jnp.isfinite(grad_norm)
+    params, opt_state = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(finite, new, old),
+        (params, opt_state),
+        (state.params, state.opt_state),
+    )
     metrics = dict(
         terms,
-        grad_norm=optax.global_norm(grads),
+        nonfinite=1.0 - finite.astype(jnp.float32),
+        grad_norm=grad_norm,
         lr=schedule(state.step // accum_steps),
         texts=count,
     )
@@ -146,9 +145,8 @@ def train_step(
 
 
 def predict_step(params, batch, *, model_def: ModelDef):
-    """Softmax probabilities of every head, eval mode."""
-    logits = forward(model_def, params, batch)
-    return {name: jax.nn.softmax(x, axis=-1) for name, x in logits.items()}
+    """Probabilities of every head (and gate weights), eval mode."""
+    return model_def.task.probabilities(forward(model_def, params, batch))
 
 
 class Parallel:
@@ -175,7 +173,8 @@ class Parallel:
                     axis_name=AXIS,
                     donate_argnums=(0,),
                 )
-            self._predict = jax.pmap(predict_fn, axis_name=AXIS)
+            if predict_fn is not None:
+                self._predict = jax.pmap(predict_fn, axis_name=AXIS)
         else:
             devices = jax.devices() if mode == "mesh" else self.devices
             self.mesh = jax.sharding.Mesh(
@@ -185,7 +184,8 @@ class Parallel:
             self.rows = NamedSharding(self.mesh, P(AXIS))
             if step_fn is not None:
                 self._step = jax.jit(step_fn, donate_argnums=(0,))
-            self._predict = jax.jit(predict_fn)
+            if predict_fn is not None:
+                self._predict = jax.jit(predict_fn)
 
     @property
     def compiles(self) -> int:

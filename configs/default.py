@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     # The environment variable CMHL_DATA_DIR is used when this is empty.
     config.data.local_dir = ""
     config.data.hf_dataset = "dair-ai/emotion"
+    config.data.tfds_dataset = ""  # a TFDS name: read splits as tfds:NAME:SPLIT instead of hf
     config.data.train_split = "train"
     config.data.val_split = "validation"  # HF name; local files use "val" (see data.py)
     config.data.max_length = 128
@@ -59,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.batch_size = 16  # global rows per micro-step (texts, or packed rows)
     config.eval_batch_size = 64
     config.num_epochs = 5
+    config.skip_nonfinite = False  # True: skip and count NaN/inf steps instead of stopping
     config.max_steps = -1  # > 0 caps the run at this many micro-steps (smoke tests)
 
     config.parallel = ml_collections.ConfigDict()
@@ -67,6 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.parallel.coordinator_address = ""
     config.parallel.num_processes = 1
     config.parallel.process_id = 0
+    config.parallel.cpu_collectives = "gloo"  # multi-process CPU runs (tests, no GPU)
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.keep_best = 2
@@ -78,4 +81,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.ece_bins = 15
 
     config.log_every = 50
+    config.log = ml_collections.ConfigDict()
+    config.log.tensorboard = False  # also write TensorBoard events to <workdir>/tensorboard
     return config

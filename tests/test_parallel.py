@@ -1,0 +1,208 @@
+"""Data parallelism: pmap and mesh (jit + NamedSharding) train the same parameters as one device.
+
+The comparison runs in a subprocess with 8 virtual CPU devices
+(XLA_FLAGS=--xla_force_host_platform_device_count=8) so that every other test keeps one
+device. This file is also that subprocess's script:
+
+    python tests/test_parallel.py ENCODER_DIR DATA_DIR {packed,unpacked} OUT.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NUM_DEVICES = 8
+NUM_STEPS = 3
+BATCH_SIZE = 8  # global rows: one per device
+ATOL = 1e-5  # max |param difference| after 3 steps at lr 1e-3 (observed ~1e-7)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(encoder_dir, data_dir, pack: bool):
+    """Deterministic (dropout off), one batch shape (one bucket / one pack length)."""
+    from configs.default import get_config
+
+    config = get_config()
+    config.model.encoder = str(encoder_dir)
+    config.model.hidden_dropout_prob = 0.0
+    config.model.attention_probs_dropout_prob = 0.0
+    config.model.head_dropout = 0.0
+    config.data.local_dir = str(data_dir)
+    config.data.max_length = 32
+    config.data.buckets = (32,)
+    config.data.pack = pack
+    config.data.pack_len = 32
+    config.data.max_texts_per_row = 4
+    config.optim.lr = 1e-3
+    config.optim.warmup_frac = 0.0
+    config.optim.accum_steps = 1
+    config.batch_size = BATCH_SIZE
+    return config
+
+
+def worker(encoder_dir: str, data_dir: str, packing: str, out: str) -> None:
+    """Trains NUM_STEPS steps in single, pmap and mesh mode; writes the max |diff| to single."""
+    import functools
+
+    import jax
+    import numpy as np
+
+    from cmhl_jax import data as data_lib
+    from cmhl_jax.checkpoint import Checkpoints
+    from cmhl_jax.model import build_model
+    from cmhl_jax.step import Parallel, init_train_state, make_optimizer, train_step
+    from cmhl_jax.tasks import make_task
+
+    assert jax.device_count() == NUM_DEVICES, jax.devices()
+    config = tiny_config(encoder_dir, data_dir, pack=packing == "packed")
+    task = make_task(config)
+    model_def, params, tokenizer = build_model(config.model, task, seed=0)
+    tx, schedule = make_optimizer(config.optim, NUM_STEPS + 1)
+    step_fn = functools.partial(
+        train_step,
+        model_def=model_def,
+        tx=tx,
+        schedule=schedule,
+        accum_steps=1,
+    )
+    examples = data_lib.load_split(
+        data_lib.split_spec(config.data, "train"), list(task.label_names)
+    )
+    token_ids = data_lib.tokenize_split(examples, tokenizer, config.data, cache_dir=None)
+    batches = list(
+        data_lib.train_batches(
+            token_ids,
+            examples.labels,
+            batch_size=BATCH_SIZE,
+            seed=0,
+            epoch=0,
+            pad_id=int(tokenizer.pad_token_id),
+            **data_lib.batch_options(config.data),
+        )
+    )[: NUM_STEPS + 1]
+    # One shape, so one compilation per mode; some device shards hold padding rows only.
+    assert len({b["input_ids"].shape for b in batches}) == 1
+    host_state = jax.device_get(init_train_state(params, tx, seed=0))
+
+    results, losses, parallels, states = {}, {}, {}, {}
+    for mode in ("single", "pmap", "mesh"):
+        parallel = parallels[mode] = Parallel(mode, step_fn)
+        state = parallel.put_state(host_state)
+        losses[mode] = []
+        for batch in batches[:NUM_STEPS]:
+            state, metrics = parallel.step(state, batch)
+            losses[mode].append(float(np.asarray(metrics["loss"]).reshape(-1)[0]))
+        results[mode], states[mode] = parallel.get_state(state), state
+        assert parallel.compiles == 1
+
+    def max_diff(a, b):
+        diffs = jax.tree_util.tree_map(
+            lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y)))), a, b
+        )
+        return max(jax.tree_util.tree_leaves(diffs))
+
+    # Resume across modes: checkpoint the pmap state, restore it into mesh mode, take one more
+    # step in both modes.
+    checkpoints = Checkpoints(Path(out).with_suffix(".ckpt"), keep_best=1, metric="macro_f1")
+    fingerprint = model_def.fingerprint()
+    checkpoints.save(NUM_STEPS, results["pmap"], {"model": fingerprint})
+    restored, _ = checkpoints.restore("latest", host_state, fingerprint=fingerprint)
+    resumed_mesh, _ = parallels["mesh"].step(parallels["mesh"].put_state(restored), batches[-1])
+    continued_pmap, _ = parallels["pmap"].step(states["pmap"], batches[-1])
+    assert parallels["mesh"].compiles == parallels["pmap"].compiles == 1
+
+    report = {
+        "texts_per_device": [b["text_mask"].sum(1).tolist() for b in batches[:NUM_STEPS]],
+        "resume_pmap_to_mesh": max_diff(
+            parallels["mesh"].get_state(resumed_mesh).params,
+            parallels["pmap"].get_state(continued_pmap).params,
+        ),
+        "texts_per_row": int(batches[0]["text_mask"].shape[1]),
+        "moved": max_diff(results["single"].params, host_state.params),
+        "losses": losses,
+        "steps": {m: int(np.asarray(r.step)) for m, r in results.items()},
+    }
+    for mode in ("pmap", "mesh"):
+        report[mode] = {
+            "params": max_diff(results[mode].params, results["single"].params),
+            "opt_state": max_diff(results[mode].opt_state, results["single"].opt_state),
+        }
+    Path(out).write_text(json.dumps(report, indent=2))
+
+
+# ------------------------------------------------------------------------------------------
+# Tests
+
+
+@pytest.fixture(scope="module")
+def parallel_reports(tiny_encoder_dir, tiny_emotion_data, tmp_path_factory):
+    """Runs the packed and the unpacked comparison as two concurrent subprocesses."""
+    out_dir = tmp_path_factory.mktemp("parallel")
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={NUM_DEVICES}"
+    ).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    procs = {}
+    for packing in ("unpacked", "packed"):
+        cmd = [
+            sys.executable,
+            __file__,
+            str(tiny_encoder_dir),
+            str(tiny_emotion_data),
+            packing,
+            str(out_dir / f"{packing}.json"),
+        ]
+        procs[packing] = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    reports = {}
+    for packing, proc in procs.items():
+        try:
+            output, _ = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+            pytest.fail(f"{packing} parallel worker timed out:\n{output[-4000:]}")
+        assert proc.returncode == 0, f"{packing} worker failed:\n{output[-4000:]}"
+        reports[packing] = json.loads((out_dir / f"{packing}.json").read_text())
+    return reports
+
+
+@pytest.mark.parametrize("packing", ["unpacked", "packed"])
+@pytest.mark.parametrize("mode", ["pmap", "mesh"])
+def test_data_parallel_matches_single_device(parallel_reports, mode, packing):
+    report = parallel_reports[packing]
+    assert report["steps"] == {"single": NUM_STEPS, "pmap": NUM_STEPS, "mesh": NUM_STEPS}
+    assert report["texts_per_row"] == (4 if packing == "packed" else 1)
+    assert report["moved"] > 1e-3  # the steps really changed the parameters
+    assert report[mode]["params"] <= ATOL, report
+    assert report[mode]["opt_state"] <= ATOL, report
+    for single, other in zip(report["losses"]["single"], report["losses"][mode], strict=True):
+        assert other == pytest.approx(single, abs=1e-5)
+
+
+def test_packed_devices_hold_unequal_text_counts(parallel_reports):
+    """Packed rows hold 1 to 4 texts, so devices hold unequal text counts: the loss must be
+    normalised by the global count (pmean of counts), not the local one."""
+    counts = parallel_reports["packed"]["texts_per_device"]
+    assert any(len(set(batch)) > 1 for batch in counts), counts
+    assert all(set(batch) == {1.0} for batch in parallel_reports["unpacked"]["texts_per_device"])
+
+
+@pytest.mark.parametrize("packing", ["unpacked", "packed"])
+def test_checkpoint_from_pmap_resumes_in_mesh_mode(parallel_reports, packing):
+    """Checkpoint of a pmap state (Parallel.get_state), restored and put_state in mesh mode:
+    one more step there gives the parameters of one more step in pmap mode."""
+    assert parallel_reports[packing]["resume_pmap_to_mesh"] <= ATOL
+
+
+if __name__ == "__main__":
+    worker(*sys.argv[1:])
