@@ -211,12 +211,60 @@ def _load_hf(spec: str, label_names: Sequence[str], skip_bad_lines: bool) -> Exa
     return _collect(spec, records, list(label_names), skip_bad_lines, unit="row")
 
 
+def _load_tfds(spec: str, label_names: Sequence[str], skip_bad_lines: bool) -> Examples:
+    """Load ``tfds:NAME[:SPLIT]`` (default split ``train``) with tensorflow-datasets.
+
+    The dataset needs a ``text`` (Text) and a ``label`` (ClassLabel or int) feature. Data
+    lives in ``$TFDS_DATA_DIR`` (default ``~/tensorflow_datasets``); an unprepared dataset is
+    prepared in the array_record format, which is read without TensorFlow (a dataset already
+    prepared as TFRecord needs TensorFlow installed).
+    """
+    name, _, split = spec.removeprefix("tfds:").partition(":")
+    split = split or "train"
+    if not name or ":" in split:
+        raise ValueError(f"bad dataset spec {spec!r}: expected tfds:NAME[:SPLIT]")
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ImportError(
+            f"{spec} needs tensorflow-datasets: pip install 'cmhl-jax[tfds]'"
+        ) from error
+    data_dir = os.environ.get("TFDS_DATA_DIR") or None
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+        builder.download_and_prepare()
+    features = builder.info.features
+    missing = [key for key in ("text", "label") if key not in features]
+    if missing:
+        raise DataError(f"{spec}: no feature(s) {missing}; the dataset has {list(features)}")
+    class_names = getattr(features["label"], "names", None)
+    if class_names is not None and list(class_names) != list(label_names):
+        raise DataError(f"{spec}: dataset label names {class_names} != expected {label_names}")
+    try:
+        rows = builder.as_data_source(split=split)
+    except NotImplementedError:  # TFRecord-prepared datasets are read through TensorFlow
+        rows = tfds.as_numpy(builder.as_dataset(split=split))
+
+    def text_of(value) -> str:
+        return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+    records = (
+        (row, text_of(example["text"]), int(example["label"]), None)
+        for row, example in enumerate(rows)
+    )
+    return _collect(spec, records, list(label_names), skip_bad_lines, unit="row")
+
+
 def load_split(
     spec: str | os.PathLike, label_names: Sequence[str], *, skip_bad_lines: bool = False
 ) -> Examples:
-    """Load a split from a local ``.txt``/``.csv`` file or from ``hf:NAME[:CONFIG]:SPLIT``."""
+    """Load a split from a local ``.txt``/``.csv`` file, ``hf:NAME[:CONFIG]:SPLIT`` or
+    ``tfds:NAME[:SPLIT]``."""
     if isinstance(spec, str) and spec.startswith("hf:"):
         return _load_hf(spec, label_names, skip_bad_lines)
+    if isinstance(spec, str) and spec.startswith("tfds:"):
+        return _load_tfds(spec, label_names, skip_bad_lines)
     return read_examples(spec, label_names, skip_bad_lines=skip_bad_lines)
 
 
@@ -239,8 +287,11 @@ SPLIT_ALIASES = {"validation": "val", "val": "validation"}
 def split_spec(data_cfg, split: str) -> str:
     """Where a split comes from: `<local_dir>/<split>.txt|csv` (local_dir from the config or
     the CMHL_DATA_DIR environment variable; `validation` and `val` are aliases there), else
+    `tfds:<data_cfg.tfds_dataset>:<split>` when that is set, else
     `hf:<data_cfg.hf_dataset>:<split>`."""
     local_dir = data_cfg.local_dir or os.environ.get("CMHL_DATA_DIR", "")
+    if not local_dir and data_cfg.get("tfds_dataset"):
+        return f"tfds:{data_cfg.tfds_dataset}:{split}"
     if not local_dir:
         return f"hf:{data_cfg.hf_dataset}:{split}"
     try:

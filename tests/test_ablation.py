@@ -1,0 +1,168 @@
+"""Ablation machinery: bootstrap CIs, the mean/sd table, sweeps, a resumable smoke run."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import research_helpers as helpers
+
+from cmhl_jax import ablation, stats
+from cmhl_jax.metrics import classification_scores
+
+NUM_CLASSES = 6
+
+
+def _noisy_preds(labels, accuracy, seed):
+    rng = np.random.default_rng(seed)
+    wrong = rng.random(len(labels)) > accuracy
+    preds = labels.copy()
+    preds[wrong] = (labels[wrong] + rng.integers(1, NUM_CLASSES, wrong.sum())) % NUM_CLASSES
+    return preds
+
+
+@pytest.fixture(scope="module")
+def labels():
+    return np.random.default_rng(0).integers(0, NUM_CLASSES, 400)
+
+
+def test_confusion_scores_match_metrics(labels):
+    preds = _noisy_preds(labels, 0.6, 1)
+    weights = np.ones((1, len(labels)))
+    scores = stats.scores_from_confusions(stats._confusions(weights, labels, preds, NUM_CLASSES))
+    reference = classification_scores(labels, preds, [str(i) for i in range(NUM_CLASSES)])
+    assert scores["accuracy"][0] == pytest.approx(reference["accuracy"])
+    assert scores["macro_f1"][0] == pytest.approx(reference["macro_f1"])
+
+
+def test_bootstrap_clearly_better_arm_has_ci_above_zero(labels):
+    better = np.stack([_noisy_preds(labels, 0.9, s) for s in range(3)])
+    worse = np.stack([_noisy_preds(labels, 0.6, 10 + s) for s in range(3)])
+    ci = stats.paired_bootstrap(labels, better, worse, NUM_CLASSES, num_resamples=500, seed=0)
+    for metric in ("accuracy", "macro_f1"):
+        assert 0 < ci[metric]["low"] < ci[metric]["diff"] < ci[metric]["high"]
+        assert ci[metric]["p_le_0"] == 0.0
+    reverse = stats.paired_bootstrap(labels, worse, better, NUM_CLASSES, num_resamples=500)
+    assert reverse["macro_f1"]["high"] < 0
+
+
+def test_bootstrap_identical_and_equal_arms_contain_zero(labels):
+    preds = np.stack([_noisy_preds(labels, 0.7, s) for s in range(2)])
+    same = stats.paired_bootstrap(labels, preds, preds.copy(), NUM_CLASSES, num_resamples=300)
+    for metric in ("accuracy", "macro_f1"):
+        assert same[metric]["low"] <= 0 <= same[metric]["high"]
+        assert same[metric]["diff"] == 0
+    other = np.stack([_noisy_preds(labels, 0.7, 100 + s) for s in range(2)])
+    equal = stats.paired_bootstrap(labels, preds, other, NUM_CLASSES, num_resamples=1000)
+    for metric in ("accuracy", "macro_f1"):
+        assert equal[metric]["low"] < 0 < equal[metric]["high"]
+
+
+def test_bootstrap_is_seeded_and_checks_shapes(labels):
+    a, b = _noisy_preds(labels, 0.8, 1), _noisy_preds(labels, 0.7, 2)
+    first = stats.paired_bootstrap(labels, a, b, NUM_CLASSES, num_resamples=200, seed=3)
+    again = stats.paired_bootstrap(labels, a, b, NUM_CLASSES, num_resamples=200, seed=3)
+    assert first == again
+    with pytest.raises(ValueError, match="same shape"):
+        stats.paired_bootstrap(labels, np.stack([a, a]), b[None], NUM_CLASSES)
+
+
+def test_mean_sd_and_formatting():
+    mean, sd = stats.mean_sd([0.90, 0.92, 0.94])
+    assert mean == pytest.approx(0.92) and sd == pytest.approx(0.02)
+    assert math.isnan(stats.mean_sd([0.5])[1])
+    assert stats.format_mean_sd(0.92, 0.02) == "92.00 ± 2.00"
+    assert stats.format_mean_sd(0.5, math.nan) == "50.00 ± –"
+    assert stats.format_ci(0.01, -0.002, 0.02) == "+1.00 [-0.20, +2.00]"
+
+
+def test_summary_table_has_mean_sd_and_ci_columns(labels):
+    arms = ablation.build_arms(["ce_only", "cmhl_sum"], [])
+    results = {}
+    for seed in range(2):
+        for arm, accuracy in (("ce_only", 0.6), ("cmhl_sum", 0.9)):
+            preds = _noisy_preds(labels, accuracy, seed * 7 + len(arm))
+            scores = classification_scores(labels, preds, [str(i) for i in range(NUM_CLASSES)])
+            results[(arm, seed)] = {
+                **{m: scores.get(m, 0.1) for m in ablation.TABLE_METRICS},
+                "labels": labels,
+                "preds": preds,
+            }
+    rows = ablation.summarize(
+        results, arms, num_classes=NUM_CLASSES, resamples=300, bootstrap_seed=0
+    )
+    assert [r["arm"] for r in rows] == ["ce_only", "cmhl_sum"]
+    assert rows[1]["macro_f1_low"] > 0 and rows[1]["paired_seeds"] == 2
+    table = ablation.markdown_table(rows, split="val")
+    assert "accuracy" in table and "macro-F1" in table and "ECE" in table
+    assert "[95% CI]" in table and "±" in table and "reference" in table
+
+
+def test_build_arms_and_sweeps():
+    sweeps = [ablation.parse_sweep("loss.alpha=0.25,0.5"), ablation.parse_sweep("affect.tau0=0.4")]
+    arms = ablation.build_arms(["cmhl_sum"], sweeps)
+    assert [a.name for a in arms] == [
+        "ce_only",
+        "cmhl_sum[alpha=0.25,tau0=0.4]",
+        "cmhl_sum[alpha=0.5,tau0=0.4]",
+    ]
+    assert arms[1].overrides == ("loss.variant=sum", "loss.alpha=0.25", "affect.tau0=0.4")
+    assert "[" not in arms[1].dirname and "/" not in arms[1].dirname
+    with pytest.raises(ablation.ConfigError, match="unknown arm"):
+        ablation.build_arms(["nope"], [])
+    with pytest.raises(ablation.ConfigError):
+        ablation.parse_sweep("loss.alpha")
+
+
+def test_update_readme_between_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{ablation.README_START}\nold\n{ablation.README_END}\nend\n")
+    table = tmp_path / "ablation.md"
+    table.write_text("| arm |\n|---|\n| `ce_only` |\n")
+    ablation.main(["--readme", str(readme), "--from", str(tmp_path)])
+    text = readme.read_text()
+    assert "old" not in text and "| `ce_only` |" in text and text.endswith("end\n")
+    readme.write_text("no markers")
+    with pytest.raises(ablation.AblationError, match="markers"):
+        ablation.update_readme(readme, table)
+
+
+def test_smoke_ablation_is_resumable(tmp_path_factory, caplog):
+    base = tmp_path_factory.getbasetemp()
+    out = tmp_path_factory.mktemp("ablation")
+    argv = [
+        "--config",
+        str(helpers.ROOT / "configs" / "default.py"),
+        "--out",
+        str(out),
+        "--seeds",
+        "2",
+        "--arms",
+        "ce_only,cmhl_sum",
+        "--resamples",
+        "200",
+        *(f"--config.{o}" for o in helpers.tiny_overrides(base)),
+    ]
+    assert ablation.main(argv) == 0
+    md = (out / "ablation.md").read_text()
+    assert "| `cmhl_sum` | 2 |" in md and "±" in md and "[95% CI]" in md
+    csv_lines = (out / "ablation.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and "macro_f1_low" in csv_lines[0]
+    assert len((out / "ablation_runs.csv").read_text().splitlines()) == 5
+    assert (out / "ablation_val.png").stat().st_size > 1000
+    summaries = sorted((out / "runs").glob("*/summary.json"))
+    assert len(summaries) == 4
+    mtimes = [p.stat().st_mtime_ns for p in summaries]
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cmhl_jax.ablation"):
+        assert ablation.main(argv) == 0
+    skipped = [r for r in caplog.records if r.getMessage().startswith("skip ")]
+    assert len(skipped) == 4
+    assert [p.stat().st_mtime_ns for p in summaries] == mtimes
+    assert (out / "ablation.md").read_text() == md
+
+    # Same --out with another config is refused instead of mixing runs.
+    assert ablation.main([*argv, "--config.optim.lr=0.5"]) == 1
