@@ -62,8 +62,8 @@ def load_trained(workdir: str | Path, checkpoint: str | int = "best") -> Trained
 
 
 def data_spec(spec: str, config) -> str:
-    """`--data` accepts a file path, `hf:NAME[:CONFIG]:SPLIT`, `tfds:NAME[:SPLIT]`, or a split name of the
-    training data source (e.g. `validation`)."""
+    """`--data` accepts a file path, `hf:NAME[:CONFIG]:SPLIT`, `tfds:NAME[:SPLIT]`, or a split
+    name of the training data source (e.g. `validation`)."""
     if spec.startswith(("hf:", "tfds:")) or Path(spec).exists():
         return spec
     return data_lib.split_spec(config.data, spec)
