@@ -6,6 +6,7 @@
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from cmhl_jax.runtime import ensure_fast_runtime
@@ -13,7 +14,9 @@ from cmhl_jax.runtime import ensure_fast_runtime
 if __name__ == "__main__":
     ensure_fast_runtime()  # jemalloc + XLA flags; must run before jax is imported
 
+from cmhl_jax.checkpoint import CheckpointMismatchError  # noqa: E402
 from cmhl_jax.cli import setup_logging  # noqa: E402
+from cmhl_jax.data import DataError  # noqa: E402
 from cmhl_jax.evaluate import evaluate_split, load_trained, write_predictions  # noqa: E402
 
 
@@ -35,9 +38,14 @@ def main(argv=None) -> None:
     checkpoint = args.checkpoint
     if checkpoint not in ("best", "latest") and not checkpoint.isdigit():
         parser.error(f"--checkpoint must be best, latest or a step number, got {checkpoint!r}")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     setup_logging()
-    trained = load_trained(args.workdir, checkpoint)
-    report, examples, probs = evaluate_split(trained, args.data, batch_size=args.batch_size)
+    try:
+        trained = load_trained(args.workdir, checkpoint)
+        report, examples, probs = evaluate_split(trained, args.data, batch_size=args.batch_size)
+    except (FileNotFoundError, CheckpointMismatchError, DataError) as err:
+        sys.exit(f"eval.py: error: {type(err).__name__}: {err}")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     predictions = output.with_suffix(".predictions.jsonl")
@@ -52,13 +60,12 @@ def main(argv=None) -> None:
     if args.plots:
         from cmhl_jax.plots import write_eval_plots
 
-        task = getattr(trained, "task", None)
         plots = write_eval_plots(
             output.with_suffix(""),
             probs,
             examples.labels,
-            task.label_names if task else trained.tables.emotion_names,
-            primary=task.primary if task else "emotion",
+            trained.task.label_names,
+            primary=trained.task.primary,
             tables=trained.tables,
             metrics_path=Path(args.workdir) / "metrics.jsonl",
             bins=trained.config.eval.ece_bins,
@@ -66,7 +73,7 @@ def main(argv=None) -> None:
         )
         report["plots"] = [str(p) for p in plots]
     output.write_text(json.dumps(report, indent=2))
-    summary = {k: report[k] for k in ("accuracy", "macro_f1", "weighted_f1")}
+    summary = {k: report[k] for k in ("accuracy", "macro_f1", "weighted_f1", "macro_recall")}
     print(json.dumps(summary))
 
 

@@ -12,11 +12,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from cmhl_jax.affect import build_affect_tables
 from cmhl_jax.heads import apply_heads, init_heads
-from cmhl_jax.losses import cmhl_loss, loss_tables
+from cmhl_jax.losses import cmhl_loss, loss_tables, weighted_cross_entropy
 from cmhl_jax.mental_health import (
     apply_gated_heads,
     init_gated_heads,
@@ -111,6 +110,9 @@ def mental_health_task(config) -> Task:
     levels = jnp.asarray(intensity_labels(mh))
     num_classes, num_levels = len(mh.label_names), len(mh.level_names)
 
+    if mh.get("single_head_baseline", False):
+        return _single_head_baseline(config, num_classes)
+
     def init(key, hidden_size):
         return init_gated_heads(
             key,
@@ -147,6 +149,32 @@ def mental_health_task(config) -> Task:
     )
 
 
+def _single_head_baseline(config, num_classes: int) -> Task:
+    """The CE-only baseline of the mental-health task: one linear head, CE loss."""
+    mh = config.mental_health
+
+    def loss(outputs, head_params, labels, weights, normalizer):
+        del head_params
+        ce = weighted_cross_entropy(
+            outputs["final"], labels, weights.astype(jnp.float32), normalizer
+        )
+        return ce, {"loss": ce, "ce_final": ce}
+
+    return Task(
+        name="mental_health",
+        label_names=tuple(mh.label_names),
+        primary="final",
+        init_heads=lambda key, hidden_size: init_heads(key, hidden_size, {"final": num_classes}),
+        apply_heads=apply_heads,
+        loss=loss,
+        probabilities=_softmax_all,
+        report=lambda probs, labels: mental_health_report(
+            probs, labels, mh, bins=config.eval.ece_bins
+        ),
+        head_sizes=(("final", num_classes),),
+    )
+
+
 def make_task(config) -> Task:
     if config.task == "emotion":
         return emotion_task(config)
@@ -154,7 +182,3 @@ def make_task(config) -> Task:
         return mental_health_task(config)
     raise ValueError(f"unknown task {config.task!r}; choose one of {TASKS}")
 
-
-def primary_predictions(task: Task, probs: dict) -> np.ndarray:
-    """Class ids predicted by the task's primary output."""
-    return np.asarray(probs[task.primary]).argmax(-1)
