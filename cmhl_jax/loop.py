@@ -113,11 +113,12 @@ def epoch_token_ids(config, epoch: int, train_examples, base_ids, tokenizer):
 
 def check_finite(history: list[dict], first_step: int, skip: bool) -> int:
     """Non-finite steps among the logged ones; raises unless `skip` (the update of such a step
-    was not applied, so the parameters are still the last good ones)."""
-    bad = [(first_step + i, h) for i, h in enumerate(history) if h["nonfinite"] > 0]
+    was not applied, so the parameters are still the last good ones). Metrics of pmap mode
+    carry a leading device axis (one equal value per local device), hence the `any`/`all`."""
+    bad = [(first_step + i, h) for i, h in enumerate(history) if np.any(h["nonfinite"] > 0)]
     if bad and not skip:
         step, metrics = bad[0]
-        terms = [k for k, v in metrics.items() if not np.isfinite(v)] or ["gradients"]
+        terms = [k for k, v in metrics.items() if not np.all(np.isfinite(v))] or ["gradients"]
         raise NonFiniteLossError(
             f"non-finite loss at step {step} (terms: {', '.join(terms)}); its update was not "
             "applied and the last good checkpoint is kept. Lower the learning rate, set "
