@@ -181,4 +181,3 @@ def make_task(config) -> Task:
     if config.task == "mental_health":
         return mental_health_task(config)
     raise ValueError(f"unknown task {config.task!r}; choose one of {TASKS}")
-
