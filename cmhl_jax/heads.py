@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from cmhl_jax.encoder.modeling import dropout as encoder_dropout
+
 
 def init_heads(key: jax.Array, hidden_size: int, head_sizes: dict[str, int]) -> dict:
     """Linear heads initialised like BERT classifiers: N(0, 0.02) kernels, zero biases."""
@@ -23,11 +25,9 @@ def init_heads(key: jax.Array, hidden_size: int, head_sizes: dict[str, int]) -> 
 
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-    """Inverted dropout; identity when rng is None (eval mode) or rate is 0."""
-    if rng is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+    """Inverted dropout; identity when rng is None (eval mode) or rate is 0 (the encoder's
+    byte-mask dropout, see `cmhl_jax.encoder.modeling.dropout`)."""
+    return encoder_dropout(x, rate, rng)
 
 
 def apply_heads(

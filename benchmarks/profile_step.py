@@ -1,0 +1,132 @@
+"""Where the JAX train step's time and memory go (per-phase timing + XLA memory analysis).
+
+    python benchmarks/profile_step.py --model minilm --batch 32 --seq 64 \
+        --json benchmarks/results/profile_minilm_b32_l64.json
+
+Phases, each a separately jitted function on the same fixed batch, timed interleaved (median
+of --steps rounds), so differences attribute the step's time:
+  forward_eval (no dropout), forward_train (dropout), grad_eval (fwd+bwd, no dropout),
+  grad_train (fwd+bwd with dropout), step (the real train step: grad_train + AdamW, donated).
+Memory: XLA's buffer assignment of the step (arguments, temporaries) and this process's RSS
+after imports, after loading the model, after compiling, after the first steps (jemalloc keeps
+freed memory, so the peak is roughly the sum of the phases' high-water marks).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cmhl_jax.runtime import ensure_fast_runtime  # noqa: E402
+
+if __name__ == "__main__":
+    ensure_fast_runtime()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="minilm", choices=common.MODELS)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--json", default="")
+    args = p.parse_args(argv)
+
+    rss = {"start": common.rss_mb()}
+    import jax
+    import numpy as np
+
+    from cmhl_jax.model import forward
+
+    rss["after_jax_import"] = common.rss_mb()
+    path = common.model_dir(args.model)
+    hf = common.read_hf_config(path)
+    state, step, _, model_def, _ = common.jax_setup(common.jax_config(path))
+    rss["after_model_load"] = common.rss_mb()
+    batch = jax.device_put(common.fixed_batch(hf, args.batch, args.seq))
+    compiled = step.lower(state, batch).compile()
+    rss["after_step_compile"] = common.rss_mb()
+    mem = compiled.memory_analysis()
+    memory = {
+        "argument_mb": mem.argument_size_in_bytes / 2**20,
+        "output_mb": mem.output_size_in_bytes / 2**20,
+        "alias_mb": mem.alias_size_in_bytes / 2**20,
+        "temp_mb": mem.temp_size_in_bytes / 2**20,
+    }
+    for _ in range(2):
+        state, m = compiled(state, batch)
+        jax.block_until_ready(m)
+    rss["after_first_steps"] = common.rss_mb()
+    rss["peak"] = common.peak_rss_mb()
+
+    params = state.params
+    key = jax.random.PRNGKey(1)
+
+    def loss(params, rng):
+        out = forward(model_def, params, batch, rng)
+        return sum(v.astype("float32").sum() for v in jax.tree_util.tree_leaves(out))
+
+    phases = {
+        "forward_eval": jax.jit(lambda p: forward(model_def, p, batch)),
+        "forward_train": jax.jit(lambda p: forward(model_def, p, batch, key)),
+        "grad_eval": jax.jit(jax.grad(lambda p: loss(p, None))),
+        "grad_train": jax.jit(jax.grad(lambda p: loss(p, key))),
+    }
+    for fn in phases.values():
+        jax.block_until_ready(fn(params))
+    times = {k: [] for k in [*phases, "step"]}
+    holder = {"state": state}
+
+    def run_step():
+        holder["state"], m = compiled(holder["state"], batch)
+        return m
+
+    for _ in range(args.steps):
+        for name in times:
+            fn = run_step if name == "step" else (lambda f=phases[name]: f(holder["state"].params))
+            t = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t)
+    ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
+    derived = {
+        "backward_over_forward_eval": (ms["grad_eval"] - ms["forward_eval"]) / ms["forward_eval"],
+        "dropout_ms_fwd_bwd": ms["grad_train"] - ms["grad_eval"],
+        "dropout_share_of_step": (ms["grad_train"] - ms["grad_eval"]) / ms["step"],
+        "optimizer_and_loss_ms": ms["step"] - ms["grad_train"],
+        "forward_gflops_executed_eval": None,
+    }
+    cost = jax.jit(lambda p: forward(model_def, p, batch)).lower(params).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    if cost and cost.get("flops"):
+        derived["forward_gflops_executed_eval"] = cost["flops"] / ms["forward_eval"] / 1e6
+    result = {
+        "meta": {
+            **common.machine_info(),
+            "command": " ".join(["python", *sys.argv]),
+            "model": args.model,
+            "batch": args.batch,
+            "seq": args.seq,
+        },
+        "median_ms": ms,
+        "derived": derived,
+        "xla_memory": memory,
+        "rss_mb": rss,
+    }
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+"""Renders benchmark JSON results as Markdown; assembles docs/benchmarks.md.
+
+    python benchmarks/report.py --results benchmarks/results --out docs/benchmarks.md
+
+Every number in the output comes from the JSON files the benchmarks wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+NAMES = ("jax", "torch_eager", "torch_compile")
+
+
+def _f(x, digits=1):
+    if x is None:
+        return "–"
+    if isinstance(x, str):
+        return x
+    return f"{x:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def throughput_md(r: dict, title: str | None = None) -> str:
+    m = r["meta"]
+    names = [n for n in NAMES if n in r]
+    title = title or (
+        f"Throughput: {m['model']}, B={m['batch']}, L={m['seq']}, {m['dtype']}, {m['device']}"
+    )
+    where = m.get("gpu") or f"{m['cpu']}, {m['cores']} cores"
+    out = [
+        f"### {title}",
+        "",
+        f"{where}; {m['date']}; torch {m['torch_version']} ({m['torch_threads']} threads), "
+        f"jax {m['jax_version']} ({m['jax_backend']}); allocator: {m['allocator']}; "
+        f"{m['steps']} interleaved timed steps after {m['warmup']} warm-up steps; load average "
+        f"{m.get('loadavg_1m_at_start', 0):.1f} at start, {m.get('loadavg_1m_at_end', 0):.1f} "
+        "at end.",
+        "",
+        f"`{m['command']}`",
+        "",
+    ]
+    rows = []
+    for n in names:
+        e = r[n]
+        tr = e["train_step_ms"]
+        rows.append(
+            [
+                n,
+                f"{_f(e['train_samples_per_s'])} ({_f(e['train_samples_per_s_min'])}–"
+                f"{_f(e['train_samples_per_s_max'])})",
+                _f(e["train_tokens_per_s"], 0),
+                f"{_f(tr['median'], 0)} ({_f(tr['min'], 0)}–{_f(tr['max'], 0)})",
+                f"{_f(e['infer_samples_per_s'])} ({_f(e['infer_samples_per_s_min'])}–"
+                f"{_f(e['infer_samples_per_s_max'])})",
+                _f(e["first_step_s"]),
+                _f(e.get("peak_memory_mb"), 0),
+                _f(e["roof_gflops"], 0),
+                _f(e["train_gflops"], 0),
+                f"{100 * e['train_roof_share']:.0f}%",
+            ]
+            + ([f"{100 * e['mfu']:.1f}%"] if "mfu" in e else [])
+        )
+    header = [
+        "framework",
+        "train samples/s (min–max)",
+        "train tokens/s",
+        "step ms (min–max)",
+        "infer samples/s (min–max)",
+        "first step s",
+        "peak MB",
+        "matmul roof GFLOP/s",
+        "train GFLOP/s",
+        "share of roof",
+    ] + (["MFU"] if any("mfu" in r[n] for n in names) else [])
+    out.append(_table(header, rows))
+    out.append("")
+    ratio_rows = []
+    for n in names[1:] if names and names[0] == "jax" else []:
+        q = r["ratios"]
+        pr = q.get(f"train_jax_over_{n}_per_round", {})
+        ratio_rows.append(
+            [
+                f"jax / {n}",
+                f"{q[f'train_jax_over_{n}']:.2f}x",
+                f"{pr.get('median', 0):.2f}x ({pr.get('min', 0):.2f}–{pr.get('max', 0):.2f})",
+                f"{q[f'infer_jax_over_{n}']:.2f}x",
+                f"{q[f'memory_jax_over_{n}']:.2f}x" if f"memory_jax_over_{n}" in q else "–",
+            ]
+        )
+    if ratio_rows:
+        out.append(
+            _table(
+                [
+                    "ratio",
+                    "train samples/s",
+                    "train, per round (min–max)",
+                    "inference samples/s",
+                    "peak memory",
+                ],
+                ratio_rows,
+            )
+        )
+        out.append("")
+    j = r.get("jax", {})
+    if "executed_gflop_per_step" in j:
+        out.append(
+            f"Model FLOPs per train step {m['model_train_gflop_per_step']:.1f} GFLOP (6 N T + "
+            f"12 n B L² H, credited to every framework); JAX executes "
+            f"{j['executed_gflop_per_step']:.1f} GFLOP (XLA cost analysis; the last layer "
+            f"computes only the first-token row) = {j['executed_gflops']:.0f} GFLOP/s executed."
+        )
+    mem = {n: r[n].get("memory") for n in names if r[n].get("memory", {}).get("peak_rss_mb")}
+    if mem:
+        parts = [
+            f"{n} {v['rss_after_imports_mb']:.0f} MB after imports, "
+            f"{v['rss_after_setup_mb']:.0f} MB after setup"
+            for n, v in mem.items()
+        ]
+        out.append(f"Peak memory: {m['memory_method']} ({'; '.join(parts)}).")
+    return "\n".join(out)
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _status(ok: bool | None) -> str:
+    return "–" if ok is None else ("met" if ok else "**missed**")
+
+
+def targets_md(main: dict | None, epoch: dict | None, loss: dict | None) -> str:
+    rows = []
+    if main:
+        q, j = main["ratios"], main["jax"]
+        for key, label, goal in (
+            ("train_jax_over_torch_eager", "train step vs torch eager", 1.3),
+            ("train_jax_over_torch_compile", "train step vs torch.compile", 1.15),
+            ("infer_jax_over_torch_eager", "inference vs torch eager", 1.5),
+        ):
+            if key in q:
+                rows.append([label, f">= {goal}x", f"{q[key]:.2f}x", _status(q[key] >= goal)])
+        rows.append(
+            [
+                "train GFLOP/s share of JAX's matmul roof",
+                ">= 70%",
+                f"{100 * j['train_roof_share']:.0f}% (executed FLOPs: "
+                f"{100 * j.get('executed_gflops', 0) / j['roof_gflops']:.0f}%)",
+                _status(j["train_roof_share"] >= 0.7),
+            ]
+        )
+        mems = [v for k, v in q.items() if k.startswith("memory_jax_over_")]
+        if mems:
+            worst = max(mems)
+            rows.append(
+                [
+                    "JAX peak memory vs torch (worst)",
+                    "<= 1.5x",
+                    f"{worst:.2f}x",
+                    _status(worst <= 1.5),
+                ]
+            )
+    if epoch and "ratios" in epoch:
+        e = epoch["ratios"]
+        rows.append(
+            [
+                "epoch time vs PyTorch dynamic padding",
+                "<= 0.6x",
+                f"{e['epoch_time_jax_over_torch']:.2f}x (macro-F1 "
+                f"{e['macro_f1_jax_minus_torch']:+.3f}, "
+                f"weighted-F1 {e['weighted_f1_jax_minus_torch']:+.3f})",
+                _status(e["epoch_time_jax_over_torch"] <= 0.6),
+            ]
+        )
+    if loss and "share_of_step_at_large_batch" in loss:
+        share = loss["share_of_step_at_large_batch"]
+        rows.append(
+            [
+                f"loss fwd+bwd (B={loss['large']['batch']}) / train step",
+                "<= 1%",
+                f"{100 * share:.3f}%",
+                _status(share <= 0.01),
+            ]
+        )
+    return _table(["target", "goal", "measured", "status"], rows)
+
+
+def epoch_md(r: dict) -> str:
+    m = r["meta"]
+    out = [
+        f"### One epoch, MiniLM, {m['train_texts']} training texts, "
+        f"{m['batch_texts']} texts/update",
+        "",
+        f"{m['cpu']}, {m['cores']} cores; {m['date']}; load average at end "
+        f"{m['loadavg_1m_at_end']:.1f}. Mean {m['mean_tokens']:.1f} tokens/text, max "
+        f"{m['max_tokens']}. Interleaved one update each; time = sum of a loop's own updates.",
+        "",
+        f"`{m['command']}`",
+        "",
+    ]
+    rows = []
+    for n in ("jax", "torch"):
+        if n not in r:
+            continue
+        e = r[n]
+        how = (
+            f"packed rows of {e['pack_len']} ({e['rows_per_batch']} rows/update, "
+            f"{e.get('texts_per_row', 0):.2f} texts/row, "
+            f"fill {100 * e.get('packing_fill_ratio', 0):.0f}%),"
+            f" shapes {e['compiled_shapes']}"
+            if n == "jax" and e.get("pack")
+            else f"dynamic padding, {e.get('computed_tokens', 0):,} computed tokens"
+            if n == "torch"
+            else f"buckets, shapes {e['compiled_shapes']}"
+        )
+        rows.append(
+            [
+                n,
+                how,
+                e["updates"],
+                _f(e["epoch_s"]),
+                _f(e["samples_per_s"]),
+                f"{e['val_accuracy']:.4f}",
+                f"{e['val_macro_f1']:.4f}",
+                f"{e['val_weighted_f1']:.4f}",
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "loop",
+                "batching",
+                "updates",
+                "epoch s",
+                "samples/s",
+                "val acc",
+                "val macro-F1",
+                "val weighted-F1",
+            ],
+            rows,
+        )
+    )
+    if "ratios" in r:
+        out += ["", f"Epoch time JAX / PyTorch: {r['ratios']['epoch_time_jax_over_torch']:.2f}x."]
+    return "\n".join(out)
+
+
+def loss_md(r: dict) -> str:
+    out = ["### CMHL loss, forward + backward (w.r.t. the three heads' logits)", ""]
+    out.append(f"`{r['meta']['command']}`")
+    out.append("")
+    rows = []
+    for key in ("large", "step_batch"):
+        x = r[key]
+        rows.append(
+            [
+                x["batch"],
+                f"{x['matrix_jit_ms']:.3f}",
+                f"{x['loop_jit_ms']:.3f}",
+                f"{x['loop_eager_ms']:.1f}",
+                f"{max(v['grad_max_abs_diff'] for v in x['agreement'].values()):.1e}",
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "B",
+                "matrix, jit (ms)",
+                "per-pair loop, jit (ms)",
+                "per-pair loop, eager (ms)",
+                "max grad diff vs matrix",
+            ],
+            rows,
+        )
+    )
+    if "train_step_ms" in r:
+        out += [
+            "",
+            f"Share of a JAX train step ({r['train_step_ms']:.0f} ms, {r['train_step_source']}): "
+            f"{100 * r['share_of_step_at_large_batch']:.3f}% at B={r['large']['batch']}, "
+            f"{100 * r['share_of_step_at_step_batch']:.3f}% at B={r['step_batch']['batch']}.",
+        ]
+    return "\n".join(out)
+
+
+def profile_md(r: dict) -> str:
+    m, ms, d, x, rss = r["meta"], r["median_ms"], r["derived"], r["xla_memory"], r["rss_mb"]
+    out = [
+        f"### Profile of the JAX step: {m['model']}, B={m['batch']}, L={m['seq']}",
+        "",
+        f"`{m['command']}`",
+        "",
+        _table(["phase", "median ms"], [[k, f"{v:.0f}"] for k, v in ms.items()]),
+        "",
+        f"- backward / forward (eval, no dropout): {d['backward_over_forward_eval']:.2f}x; "
+        f"forward executes {d['forward_gflops_executed_eval'] or 0:.0f} GFLOP/s.",
+        f"- dropout (fwd+bwd): {d['dropout_ms_fwd_bwd']:.0f} ms = "
+        f"{100 * d['dropout_share_of_step']:.1f}% of the step.",
+        f"- loss + AdamW + NaN guard (step - grad_train): {d['optimizer_and_loss_ms']:.0f} ms.",
+        f"- XLA buffers of the step: arguments {x['argument_mb']:.0f} MB (donated, aliased "
+        f"{x['alias_mb']:.0f} MB), temporaries {x['temp_mb']:.0f} MB.",
+        "- RSS (MB): " + ", ".join(f"{k.replace('_', ' ')} {v:.0f}" for k, v in rss.items()) + ".",
+    ]
+    return "\n".join(out)
+
+
+HEADER = """# Benchmarks
+
+Written by `python benchmarks/report.py` from the JSON files in `benchmarks/results/`
+(every number below comes from those files; rerun the commands shown to refresh them).
+PyTorch baseline: `benchmarks/torch_cmhl.py` (same encoder, heads, loss, AdamW no-decay rule).
+All CPU runs: one process per benchmark under `cmhl_jax.runtime.ensure_fast_runtime()`
+(jemalloc preloaded for both frameworks, XLA CPU flags), fp32, train mode (dropout 0.1) for
+training, PyTorch with threads = cores, `torch.inference_mode` for inference and
+`torch.compile` default mode. Other users share this machine: each run records the load
+average, and the frameworks are timed interleaved so load changes hit them alike.
+"""
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--results", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--out", default=str(Path(__file__).parents[1] / "docs" / "benchmarks.md"))
+    p.add_argument("--main", default="throughput_minilm_b32_l64.json", help="targets' source")
+    args = p.parse_args(argv)
+    res = Path(args.results)
+    main_r, epoch_r, loss_r = (
+        _load(res / args.main),
+        _load(res / "epoch_minilm.json"),
+        _load(res / "loss.json"),
+    )
+    sections = [HEADER]
+    if main_r:
+        m = main_r["meta"]
+        sections.append(
+            f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch "
+            f"{m['torch_version']}, jax {m['jax_version']}."
+        )
+    sections.append(
+        "## Targets (CPU, MiniLM, B=32, L=64 unless stated)\n\n"
+        + targets_md(main_r, epoch_r, loss_r)
+    )
+    sections.append("## Train step and inference (CPU)")
+    for path in sorted(res.glob("throughput_*.json")):
+        r = _load(path)
+        if r["meta"]["device"] == "cpu":
+            sections.append(throughput_md(r))
+    if epoch_r:
+        sections.append("## Epoch (CPU)\n\n" + epoch_md(epoch_r))
+    if loss_r:
+        sections.append("## Loss (CPU)\n\n" + loss_md(loss_r))
+    for path in sorted(res.glob("profile_*.json")):
+        sections.append("## Where the time goes (CPU)\n\n" + profile_md(_load(path)))
+    gpu = [p for p in sorted(res.glob("throughput_*.json")) if _load(p)["meta"]["device"] == "gpu"]
+    sections.append("## GPU (`bash benchmarks/gpu.sh`: roberta-base shape, B=64, L=128, bf16)")
+    if gpu:
+        sections += [throughput_md(_load(p)) for p in gpu]
+    else:
+        sections.append(
+            "Not measured: no GPU was lent to the session that produced these results. "
+            "Rows: jax, torch_eager, torch_compile — not measured."
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n\n".join(sections) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The CPU benchmark runs behind docs/benchmarks.md, then the report. ~20-40 min on 2 cores.
+#   bash benchmarks/run_all.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+R=benchmarks/results
+mkdir -p "$R"
+EPOCH_LIMIT=${EPOCH_LIMIT:-4000}
+$PY benchmarks/throughput.py --model minilm --batch 32 --seq 64 --steps 20 \
+  --json $R/throughput_minilm_b32_l64.json
+$PY benchmarks/throughput.py --model roberta-base-random --batch 8 --seq 64 --steps 5 \
+  --json $R/throughput_roberta-base-random_b8_l64.json
+$PY benchmarks/profile_step.py --model minilm --batch 32 --seq 64 \
+  --json $R/profile_minilm_b32_l64.json
+$PY benchmarks/loss_bench.py --batch 256 --step-json $R/throughput_minilm_b32_l64.json \
+  --json $R/loss.json
+$PY benchmarks/epoch.py --limit "$EPOCH_LIMIT" --json $R/epoch_minilm.json
+$PY benchmarks/report.py --results $R --out docs/benchmarks.md

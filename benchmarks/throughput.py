@@ -1,0 +1,406 @@
+"""Train-step and inference throughput: cmhl_jax vs PyTorch eager vs torch.compile, one process.
+
+    python benchmarks/throughput.py --model minilm --batch 32 --seq 64 --steps 20 \
+        --json benchmarks/results/throughput_minilm_b32_l64.json
+
+What is measured, per framework (`jax`, `torch_eager`, `torch_compile`), same model, batch,
+sequence length and dtype, train mode (dropout on) for training:
+
+* train step = forward + CMHL loss + backward + AdamW. JAX runs the project's own
+  `cmhl_jax.step.train_step` (jit, state donated) on a fixed unpacked [B, L] batch with the
+  heads on the first token; PyTorch runs `benchmarks/torch_cmhl.py` (the same model and loss).
+  After `--warmup` steps each, the frameworks run one step at a time in `--steps` interleaved
+  rounds (the order rotates every round), so machine noise hits all of them alike; medians,
+  minima and maxima are over those steps.
+* inference (eval mode; PyTorch under `torch.inference_mode`), timed the same way.
+* first step: wall time of the first train step (includes jit / torch.compile compilation).
+* peak memory: on CPU the peak RSS (ru_maxrss) of a separate child process per framework that
+  runs only that framework (setup, warm-up, train steps, inference); on GPU the framework's
+  peak device memory in that child.
+* roof: each framework's own fp32 (or --dtype) matmul GFLOP/s at --roof-n^3; achieved train
+  GFLOP/s = model FLOPs (`common.model_flops`: 6 N T + 12 n B L^2 H) / median step time, and
+  its share of the roof. JAX's executed FLOPs from XLA cost analysis are reported as well.
+
+The process re-executes itself once under the fast runtime (`cmhl_jax.runtime`): jemalloc
+preloaded, XLA CPU flags set. PyTorch runs in the same process, so it uses jemalloc too.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cmhl_jax.runtime import ensure_fast_runtime  # noqa: E402
+
+if __name__ == "__main__":
+    ensure_fast_runtime()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+FRAMEWORKS = ("jax", "torch_eager", "torch_compile")
+
+
+# ---------------------------------------------------------------------------------------------
+# Runners: setup(), train(), predict()
+
+
+class JaxRunner:
+    name = "jax"
+
+    def __init__(self, args, path: Path, hf_cfg: dict):
+        import jax
+
+        self.jax = jax
+        config = common.jax_config(path, args.dtype)
+        state, step, predict, _, _ = common.jax_setup(config)
+        batch = common.fixed_batch(hf_cfg, args.batch, args.seq)
+        self.batch = jax.device_put(batch)
+        self.state = state
+        t = time.perf_counter()
+        compiled = step.lower(self.state, self.batch).compile()
+        self.compile_s = time.perf_counter() - t
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        self.executed_flops = float(cost.get("flops", 0.0)) if cost else 0.0
+        self.step = compiled
+        self.predict_fn = predict
+
+    def train(self):
+        self.state, metrics = self.step(self.state, self.batch)
+        self.jax.block_until_ready((self.state, metrics))
+
+    def predict(self):
+        self.jax.block_until_ready(self.predict_fn(self.state.params, self.batch))
+
+    def device_peak_mb(self):
+        stats = self.jax.devices()[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use", 0) / 2**20 or None
+
+
+class TorchRunner:
+    def __init__(self, args, path: Path, hf_cfg: dict, compile: bool):
+        import torch
+        import torch_cmhl
+
+        self.torch = torch
+        self.name = "torch_compile" if compile else "torch_eager"
+        self.cuda = args.device == "gpu"
+        device = "cuda" if self.cuda else "cpu"
+        amp = torch.bfloat16 if args.dtype == "bfloat16" else None
+        model = torch_cmhl.TorchCMHL(path).to(device)
+        optimizer = torch_cmhl.make_optimizer(model, fused=True)
+        tables = torch_cmhl.affect_tensors(device)
+        self.step = torch_cmhl.make_train_step(
+            model, optimizer, tables, compile=compile, amp_dtype=amp
+        )
+        self.predict_fn = torch_cmhl.make_predict(model, compile=compile, amp_dtype=amp)
+        batch = common.fixed_batch(hf_cfg, args.batch, args.seq)
+        self.ids = torch.as_tensor(batch["input_ids"], dtype=torch.long, device=device)
+        self.mask = torch.ones_like(self.ids)
+        self.labels = torch.as_tensor(batch["labels"][:, 0], dtype=torch.long, device=device)
+        self.compile_s = None
+        self.executed_flops = None
+
+    def _sync(self):
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def train(self):
+        self.step(self.ids, self.mask, self.labels)
+        self._sync()
+
+    def predict(self):
+        self.predict_fn(self.ids, self.mask)
+        self._sync()
+
+    def device_peak_mb(self):
+        return self.torch.cuda.max_memory_allocated() / 2**20 if self.cuda else None
+
+
+def make_runner(name, args, path, hf_cfg):
+    if name == "jax":
+        return JaxRunner(args, path, hf_cfg)
+    return TorchRunner(args, path, hf_cfg, compile=name == "torch_compile")
+
+
+# ---------------------------------------------------------------------------------------------
+# Roofs
+
+
+def matmul_roof(framework: str, n: int, dtype: str, device: str, reps: int = 10) -> float:
+    """Median GFLOP/s of an n x n x n matmul in the framework's own kernel."""
+    if framework == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        a = jnp.ones((n, n), dtype) * 0.5
+        f = jax.jit(jnp.dot)
+
+        def run():
+            f(a, a).block_until_ready()
+    else:
+        import torch
+
+        dev = "cuda" if device == "gpu" else "cpu"
+        a = torch.full((n, n), 0.5, dtype=getattr(torch, dtype), device=dev)
+
+        def run():
+            torch.mm(a, a)
+            if dev == "cuda":
+                torch.cuda.synchronize()
+
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / float(np.median(times)) / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: one child process per framework
+
+
+def child_main(args) -> None:
+    """Runs one framework alone and prints its memory numbers as the last stdout line."""
+    baseline = common.rss_mb()
+    path = common.model_dir(args.model)
+    runner = make_runner(args.child, args, path, common.read_hf_config(path))
+    after_setup = common.rss_mb()
+    for _ in range(max(args.warmup, 1) + 2):
+        runner.train()
+    for _ in range(3):
+        runner.predict()
+    out = {
+        "rss_after_imports_mb": baseline,
+        "rss_after_setup_mb": after_setup,
+        "peak_rss_mb": common.peak_rss_mb(),
+        "device_peak_mb": runner.device_peak_mb(),
+    }
+    print(json.dumps(out), flush=True)
+
+
+def memory_of(name: str, args) -> dict:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child", name,
+        "--model", args.model,
+        "--batch", str(args.batch),
+        "--seq", str(args.seq),
+        "--dtype", args.dtype,
+        "--device", args.device,
+        "--warmup", str(args.warmup),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child {name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def interleaved(runners: dict, method: str, rounds: int) -> dict[str, list[float]]:
+    """`rounds` rounds of one call per framework; the order rotates every round."""
+    names = list(runners)
+    times = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            fn = getattr(runners[n], method)
+            t = time.perf_counter()
+            fn()
+            times[n].append(time.perf_counter() - t)
+    return times
+
+
+def run(args) -> dict:
+    import torch
+
+    path = common.model_dir(args.model)
+    hf_cfg = common.read_hf_config(path)
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(cores)
+    names = [n for n in args.frameworks.split(",") if n]
+    tokens = args.batch * args.seq
+    train_flops = common.model_flops(hf_cfg, args.batch, args.seq, train=True)
+    infer_flops = common.model_flops(hf_cfg, args.batch, args.seq, train=False)
+
+    roofs = {"jax": matmul_roof("jax", args.roof_n, args.dtype, args.device)}
+    roofs["torch"] = matmul_roof("torch", args.roof_n, args.dtype, args.device)
+
+    runners, first, hwm = {}, {}, {}
+    for n in names:
+        hwm_before = common.peak_rss_mb()
+        t = time.perf_counter()
+        runner = make_runner(n, args, path, hf_cfg)
+        setup_s = time.perf_counter() - t
+        t = time.perf_counter()
+        runner.train()
+        first_step_s = time.perf_counter() - t + (runner.compile_s or 0.0)
+        t = time.perf_counter()
+        runner.predict()
+        first_predict_s = time.perf_counter() - t
+        for _ in range(args.warmup - 1):
+            runner.train()
+            runner.predict()
+        runners[n] = runner
+        hwm[n] = {"peak_rss_growth_mb": common.peak_rss_mb() - hwm_before}
+        first[n] = dict(setup_s=setup_s, first_step_s=first_step_s, first_predict_s=first_predict_s)
+        print(f"[{n}] ready: first step {first_step_s:.1f} s", file=sys.stderr, flush=True)
+
+    train_times = interleaved(runners, "train", args.steps)
+    infer_times = interleaved(runners, "predict", args.infer_steps or args.steps)
+    memory = {}
+    if args.memory == "child":
+        for n in names:
+            memory[n] = memory_of(n, args)
+    elif args.memory == "delta":  # quick, order-dependent: growth of this process's peak RSS
+        memory = hwm
+
+    result = {
+        "meta": {
+            **common.machine_info(),
+            "command": " ".join(["python", *sys.argv]),
+            "model": args.model,
+            "batch": args.batch,
+            "seq": args.seq,
+            "dtype": args.dtype,
+            "device": args.device,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "torch_threads": torch.get_num_threads(),
+            "torch_version": torch.__version__,
+            "jax_version": __import__("jax").__version__,
+            "jax_backend": __import__("jax").default_backend(),
+            "gpu": torch.cuda.get_device_name(0) if args.device == "gpu" else None,
+            "model_train_gflop_per_step": train_flops / 1e9,
+            "model_infer_gflop_per_batch": infer_flops / 1e9,
+            "allocator": "jemalloc (LD_PRELOAD, all frameworks)"
+            if "jemalloc" in os.environ.get("LD_PRELOAD", "")
+            else "system malloc",
+            "memory_method": {
+                "child": "peak RSS of a child process per framework"
+                if args.device == "cpu"
+                else "peak device memory of a child process per framework",
+                "delta": "growth of the peak RSS during each framework's setup and warm-up",
+                "none": "not measured",
+            }[args.memory],
+        }
+    }
+    for n in names:
+        tr, inf = common.summary(train_times[n]), common.summary(infer_times[n])
+        roof = roofs["jax" if n == "jax" else "torch"]
+        gflops = train_flops / tr["median"] / 1e9
+        entry = {
+            "train_step_ms": {k: v * 1e3 for k, v in tr.items()},
+            "train_samples_per_s": args.batch / tr["median"],
+            "train_samples_per_s_min": args.batch / tr["max"],
+            "train_samples_per_s_max": args.batch / tr["min"],
+            "train_tokens_per_s": tokens / tr["median"],
+            "infer_ms": {k: v * 1e3 for k, v in inf.items()},
+            "infer_samples_per_s": args.batch / inf["median"],
+            "infer_samples_per_s_min": args.batch / inf["max"],
+            "infer_samples_per_s_max": args.batch / inf["min"],
+            "infer_gflops": infer_flops / inf["median"] / 1e9,
+            **first[n],
+            "roof_gflops": roof,
+            "train_gflops": gflops,
+            "train_roof_share": gflops / roof,
+        }
+        if args.peak_tflops:
+            entry["mfu"] = gflops / (args.peak_tflops * 1e3)
+        if runners[n].executed_flops:
+            entry["executed_gflop_per_step"] = runners[n].executed_flops / 1e9
+            entry["executed_gflops"] = runners[n].executed_flops / tr["median"] / 1e9
+        if n in memory:
+            m = memory[n]
+            entry["memory"] = m
+            entry["peak_memory_mb"] = m.get("peak_rss_growth_mb") or (
+                m["peak_rss_mb"] if args.device == "cpu" else m["device_peak_mb"]
+            )
+        result[n] = entry
+
+    ratios = {}
+    if "jax" in result:
+        for n in names:
+            if n == "jax":
+                continue
+            j, o = result["jax"], result[n]
+            ratios[f"train_jax_over_{n}"] = j["train_samples_per_s"] / o["train_samples_per_s"]
+            ratios[f"infer_jax_over_{n}"] = j["infer_samples_per_s"] / o["infer_samples_per_s"]
+            if "peak_memory_mb" in j and "peak_memory_mb" in o:
+                ratios[f"memory_jax_over_{n}"] = j["peak_memory_mb"] / o["peak_memory_mb"]
+            # Per-round ratios (same round, adjacent in time): robustness of the median ratio.
+            per_round = np.array(train_times[n]) / np.array(train_times["jax"])
+            ratios[f"train_jax_over_{n}_per_round"] = {
+                "median": float(np.median(per_round)),
+                "min": float(per_round.min()),
+                "max": float(per_round.max()),
+            }
+    result["meta"]["loadavg_1m_at_end"] = os.getloadavg()[0]
+    result["ratios"] = ratios
+    result["raw_train_s"] = train_times
+    result["raw_infer_s"] = infer_times
+    return result
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="minilm", choices=common.MODELS)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per framework")
+    p.add_argument("--infer-steps", type=int, default=0, help="default: --steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps (first one compiles)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    p.add_argument(
+        "--memory",
+        default="child",
+        choices=("child", "delta", "none"),
+        help="child: peak RSS of one child process per framework (comparable); delta: growth\n"
+        "of this process's peak RSS during each framework's setup (quick, order-dependent)",
+    )
+    p.add_argument("--roof-n", type=int, default=2048)
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="for MFU (GPU)")
+    p.add_argument("--json", default="")
+    p.add_argument("--md", default="")
+    p.add_argument("--child", default="", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        child_main(args)
+        return
+    result = run(args)
+    import report
+
+    text = report.throughput_md(result)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    if args.md:
+        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.md).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
