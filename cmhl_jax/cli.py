@@ -35,6 +35,9 @@ def setup_logging() -> None:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+        # An import (jax/orbax/absl) may already have installed a root handler at WARNING,
+        # which would make basicConfig a no-op and hide the INFO lines ("resumed from step").
+        force=True,
     )
     for noisy in ("absl", "orbax", "jax._src"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

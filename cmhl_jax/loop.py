@@ -8,8 +8,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from tqdm.auto import tqdm
 
 from cmhl_jax import data as data_lib
 from cmhl_jax.checkpoint import Checkpoints
-from cmhl_jax.config import to_json, validate_config
+from cmhl_jax.config import ConfigError, to_json, validate_config
 from cmhl_jax.evaluate import predict_all
 from cmhl_jax.mental_health import EarlyStopping
 from cmhl_jax.model import build_model
@@ -52,12 +54,13 @@ def setup_distributed(parallel_cfg) -> None:
     )
 
 
-def check_workdir(workdir: Path, needed_bytes: int) -> None:
-    """Fails before training when the workdir is unwritable or the disk cannot hold a
-    checkpoint (two copies exist while a new one is written)."""
+def check_workdir(workdir: Path, needed_bytes: int = 0) -> None:
+    """Fails before training when the workdir is unwritable (PermissionError) or the disk
+    cannot hold a checkpoint (OSError; two copies exist while a new one is written)."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_probe"
+        # One probe per process: the processes of a multi-host run share the workdir.
+        probe = workdir / f".write_probe.{socket.gethostname()}.{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
@@ -70,6 +73,23 @@ def check_workdir(workdir: Path, needed_bytes: int) -> None:
         )
 
 
+def check_batch_sizes(config) -> None:
+    """The global batches must split evenly over the devices of the parallel mode (checked
+    before the model is loaded)."""
+    mode = config.parallel.mode
+    devices = 1 if mode == "single" else jax.device_count()
+    errors = []
+    if config.batch_size % devices:
+        errors.append(f"batch_size={config.batch_size} must divide by the {devices} devices")
+    if config.eval_batch_size * jax.process_count() % devices:
+        errors.append(
+            f"eval_batch_size={config.eval_batch_size} (x {jax.process_count()} processes) "
+            f"must divide by the {devices} devices"
+        )
+    if errors:
+        raise ConfigError(f"parallel.mode={mode}: " + "; ".join(errors))
+
+
 class PreemptionFlag:
     """SIGTERM/SIGINT set a flag; the loop finishes its step, saves, and exits cleanly."""
 
@@ -80,7 +100,10 @@ class PreemptionFlag:
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        self.signal_name = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if self.signal_name and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
+        self.signal_name = name  # (no logging here: a handler may interrupt the logger)
 
     def restore(self):
         for sig, handler in self._previous.items():
@@ -119,6 +142,7 @@ def check_finite(history: list[dict], first_step: int, skip: bool) -> int:
     if bad and not skip:
         step, metrics = bad[0]
         terms = [k for k, v in metrics.items() if not np.all(np.isfinite(v))] or ["gradients"]
+        terms.sort(key=lambda k: (k != "loss", k == "grad_norm", k))  # loss first
         raise NonFiniteLossError(
             f"non-finite loss at step {step} (terms: {', '.join(terms)}); its update was not "
             "applied and the last good checkpoint is kept. Lower the learning rate, set "
@@ -139,14 +163,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     # --- setup -------------------------------------------------------------------------
     validate_config(config)
     workdir = Path(workdir)
+    check_workdir(workdir)  # unwritable: fail before loading anything
     setup_distributed(config.parallel)
+    check_batch_sizes(config)
     is_main = jax.process_index() == 0
     task = make_task(config)
 
     # --- model -------------------------------------------------------------------------
     model_def, params, tokenizer = build_model(config.model, task, seed=config.seed)
     param_bytes = sum(x.size * 4 for x in jax.tree_util.tree_leaves(params))
-    check_workdir(workdir, needed_bytes=2 * 3 * param_bytes)  # params + Adam moments
+    # Free space, before tokenisation and training: params + Adam moments, two copies.
+    check_workdir(workdir, needed_bytes=2 * 3 * param_bytes)
 
     # --- input -------------------------------------------------------------------------
     data_cfg = config.data
@@ -184,11 +211,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     parallel = Parallel(
         config.parallel.mode, step_fn, functools.partial(predict_step, model_def=model_def)
     )
-    if config.batch_size % parallel.num_global_devices:
-        raise ValueError(
-            f"batch_size={config.batch_size} must divide by the {parallel.num_global_devices} "
-            f"devices of parallel.mode={config.parallel.mode}"
-        )
 
     # --- checkpoint --------------------------------------------------------------------
     checkpoints = Checkpoints(
@@ -202,9 +224,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         early_cfg = config.mental_health.early_stopping
         early_stopping = EarlyStopping(early_cfg.patience)
     stopped_by = None
+    if is_main:
+        checkpoints.remove_unfinished()
     if checkpoints.has_any():
         host_state, meta = checkpoints.restore(
-            "latest", jax.device_get(host_state), fingerprint=model_def.fingerprint()
+            "latest",
+            jax.device_get(host_state),
+            fingerprint=model_def.fingerprint(),
+            quarantine=is_main,  # a corrupt newest one is moved aside, not overwritten later
         )
         position, best_metric = meta["position"], meta.get("best_metric")
         skipped_steps = meta.get("skipped_steps", 0)
@@ -247,14 +274,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             metrics_file.flush()
 
     step = int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
-    history: list[dict] = []
+    history: list[dict] = []  # per-step metrics (device arrays) since the last log record
+    checked: list[dict] = []  # the first len(checked) of them, on the host, checked finite
+
+    def check_history() -> list[dict]:
+        """Fetches and checks the unchecked steps: a non-finite one raises (unless skipped)
+        before anything is logged or saved after it."""
+        nonlocal skipped_steps
+        new = jax.device_get(history[len(checked) :])
+        first = step - len(history) + len(checked) + 1
+        skipped_steps += check_finite(new, first, config.skip_nonfinite)
+        checked.extend(new)
+        return checked
+
     texts_since, time_since, start_time = 0, time.perf_counter(), time.perf_counter()
     progress = tqdm(total=total_steps, initial=step, disable=not is_main, desc="train")
     val_report = None
     try:
         while step < total_steps and position["epoch"] < config.num_epochs and not stopped_by:
+            if preemption.signal_name:  # received during the last eval or save
+                stopped_by = preemption.signal_name
+                break
             epoch = position["epoch"]
             ids = epoch_token_ids(config, epoch, train_examples, train_ids, tokenizer)
+            batches_in_epoch = data_lib.num_train_batches(
+                ids, batch_size=config.batch_size, seed=config.seed, epoch=epoch, **options
+            )
             batches = data_lib.train_batches(
                 ids,
                 train_examples.labels,
@@ -269,17 +314,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 local = data_lib.shard_batch(batch, jax.process_count(), jax.process_index())
                 state, metrics = parallel.step(state, local)
                 history.append(metrics)
-                texts_since += int(batch["text_mask"].sum())
+                texts_since += int(np.count_nonzero(batch["text_mask"]))
                 step += 1
                 position = {"epoch": epoch, "batch": position["batch"] + 1}
                 progress.update(1)
                 if step % config.log_every == 0 or step == total_steps:
-                    # The only host sync of the inner loop, every log_every steps.
-                    values = jax.device_get(history)
-                    skipped_steps += check_finite(
-                        values, step - len(values) + 1, config.skip_nonfinite
-                    )
+                    # The only host syncs of the inner loop: here and at checkpoints.
+                    values = list(check_history())
                     history.clear()
+                    checked.clear()
                     now = time.perf_counter()
                     record = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
                     record.update(
@@ -292,15 +335,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     texts_since, time_since = 0, now
                     progress.set_postfix(loss=f"{record['loss']:.4f}")
                     log_record(record)
-                if config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0:
+                epoch_done = position["batch"] == batches_in_epoch
+                if (
+                    config.checkpoint.every_steps
+                    and step % config.checkpoint.every_steps == 0
+                    and not (epoch_done or step >= total_steps)  # saved after the eval
+                ):
+                    check_history()
                     save(step)
                 if preemption.signal_name or step >= total_steps:
                     break
-            else:
+            if position["batch"] == batches_in_epoch:
                 position = {"epoch": epoch + 1, "batch": 0}
-            if preemption.signal_name:
-                stopped_by = preemption.signal_name
+            if preemption.signal_name and position["batch"] and step < total_steps:
+                stopped_by = preemption.signal_name  # mid-epoch: save and stop now
                 break
+            # A signal at an epoch's end still gets that epoch's eval and checkpoint (a resumed
+            # run does not redo them); the loop stops at the top of the next epoch.
             if position["batch"] == 0 or step >= total_steps:
                 # --- evals (every epoch end, and at the end of a capped run) ------------
                 probs = predict_all(
@@ -332,6 +383,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         early_stopping.bad_epochs,
                         early_cfg.metric,
                     )
+                check_history()
                 save(step, val_report)
     finally:
         progress.close()
@@ -339,8 +391,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if metrics_file:
             metrics_file.close()
     if stopped_by in ("SIGTERM", "SIGINT"):
+        check_history()
         save(step)
-        log.warning("%s received: saved a checkpoint at step %d; rerun to resume", stopped_by, step)
+        log.warning(
+            "preempted by %s: saved a checkpoint at step %d (epoch %d, batch %d); rerun the "
+            "same command to resume",
+            stopped_by,
+            step,
+            position["epoch"],
+            position["batch"],
+        )
     summary = {
         "step": step,
         "stopped_by": stopped_by,
