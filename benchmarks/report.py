@@ -117,6 +117,17 @@ def throughput_md(r: dict, title: str | None = None) -> str:
             f"{j['executed_gflop_per_step']:.1f} GFLOP (XLA cost analysis; the last layer "
             f"computes only the first-token row) = {j['executed_gflops']:.0f} GFLOP/s executed."
         )
+    if "jax" in r and any(n.startswith("torch") for n in names):
+        t = next(r[n] for n in names if n.startswith("torch"))
+        rel = t["roof_gflops"] / r["jax"]["roof_gflops"]
+        if rel < 0.8:
+            out.append(
+                f"**Caveat:** PyTorch's own {m['dtype']} matmul ran at {100 * rel:.0f}% of JAX's "
+                f"in this run (load average {m.get('loadavg_1m_at_start', 0):.1f} on "
+                f"{m['cores']} cores from other users). PyTorch's OpenMP pool (barrier "
+                "synchronisation) loses more than XLA's task pool when cores are oversubscribed, "
+                "so these ratios overstate JAX's advantage on a quiet machine."
+            )
     mem = {n: r[n].get("memory") for n in names if r[n].get("memory", {}).get("peak_rss_mb")}
     if mem:
         parts = [
