@@ -17,3 +17,5 @@ $PY benchmarks/loss_bench.py --batch 256 --step-json $R/throughput_minilm_b32_l6
   --json $R/loss.json
 $PY benchmarks/epoch.py --limit "$EPOCH_LIMIT" --json $R/epoch_minilm.json
 $PY benchmarks/report.py --results $R --out docs/benchmarks.md
+python -m cmhl_jax.docs --readme README.md --name benchmarks --from docs/benchmarks.md \
+  --section "Targets (CPU, MiniLM, B=32, L=64 unless stated)"

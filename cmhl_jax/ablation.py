@@ -57,6 +57,7 @@ import numpy as np  # noqa: E402
 
 from cmhl_jax import stats  # noqa: E402
 from cmhl_jax.config import ConfigError, apply_overrides, load_config, to_json  # noqa: E402
+from cmhl_jax.docs import replace_marked_block  # noqa: E402
 
 log = logging.getLogger("cmhl_jax.ablation")
 
@@ -76,7 +77,6 @@ METRIC_TITLES = {
     "contradiction_rate": "contradiction",
     "ece": "ECE",
 }
-README_START, README_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
 
 
 class AblationError(RuntimeError):
@@ -371,13 +371,10 @@ def write_outputs(
 
 def update_readme(readme: str | Path, table_md: str | Path) -> None:
     """Replaces the text between the ablation markers of `readme` with `table_md`'s text."""
-    readme = Path(readme)
-    text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise AblationError(f"{readme} has no {README_START} ... {README_END} markers")
-    body = Path(table_md).read_text().strip()
-    readme.write_text(text[: start + len(README_START)] + "\n" + body + "\n" + text[end:])
+    try:
+        replace_marked_block(readme, "ablation", Path(table_md).read_text())
+    except ValueError as err:
+        raise AblationError(str(err)) from None
 
 
 # ------------------------------------------------------------------------------------------

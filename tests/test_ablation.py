@@ -10,6 +10,7 @@ import pytest
 import research_helpers as helpers
 
 from cmhl_jax import ablation, stats
+from cmhl_jax.docs import markers
 from cmhl_jax.metrics import classification_scores
 
 NUM_CLASSES = 6
@@ -118,7 +119,8 @@ def test_build_arms_and_sweeps():
 
 def test_update_readme_between_markers(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{ablation.README_START}\nold\n{ablation.README_END}\nend\n")
+    start, end = markers("ablation")
+    readme.write_text(f"# x\n\n{start}\nold\n{end}\nend\n")
     table = tmp_path / "ablation.md"
     table.write_text("| arm |\n|---|\n| `ce_only` |\n")
     ablation.main(["--readme", str(readme), "--from", str(tmp_path)])
