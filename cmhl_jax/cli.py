@@ -31,13 +31,17 @@ def parse_train_args(argv: list[str] | None = None):
 
 
 def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        # An import (jax/orbax/absl) may already have installed a root handler at WARNING,
-        # which would make basicConfig a no-op and hide the INFO lines ("resumed from step").
-        force=True,
-    )
+    """INFO lines on stderr in one format. Imports (absl via orbax) may already have put their
+    own handlers on the root logger at WARNING, which would make basicConfig a no-op and hide
+    INFO lines ("resumed from step"): those plain stderr handlers are replaced, while handlers
+    installed by others (pytest's caplog, files) are kept."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler).__name__ == "ABSLHandler" or (
+            type(handler) is logging.StreamHandler and handler.stream is sys.stderr
+        ):
+            root.removeHandler(handler)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    root.setLevel(logging.INFO)
     for noisy in ("absl", "orbax", "jax._src"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -59,7 +59,10 @@ def common_args(workdir: Path, encoder: Path, data: Path) -> list[str]:
 def launch(args: list[str], devices: int, log: Path) -> subprocess.Popen:
     env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="0")
     env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+        env.get("XLA_FLAGS", "")
+        + f" --xla_force_host_platform_device_count={devices}"
+        # A loaded 2-core machine can starve a virtual device past XLA's 40 s default.
+        + " --xla_cpu_collective_call_terminate_timeout_seconds=900"
     ).strip()
     return subprocess.Popen(
         [sys.executable, *args],

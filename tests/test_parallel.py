@@ -146,7 +146,10 @@ def parallel_reports(tiny_encoder_dir, tiny_emotion_data, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("parallel")
     env = dict(os.environ)
     env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={NUM_DEVICES}"
+        env.get("XLA_FLAGS", "")
+        + f" --xla_force_host_platform_device_count={NUM_DEVICES}"
+        # A loaded 2-core machine can starve a virtual device past XLA's 40 s default.
+        + " --xla_cpu_collective_call_terminate_timeout_seconds=900"
     ).strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
