@@ -247,3 +247,14 @@ def timed(fn, *args):
     t = time.perf_counter()
     out = fn(*args)
     return out, time.perf_counter() - t
+
+
+def emit_json(result: dict, path: str | None) -> None:
+    """Prints a benchmark's result and writes it to `path` when given."""
+    import json
+
+    text = json.dumps(result, indent=1)
+    print(text)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")

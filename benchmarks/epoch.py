@@ -31,7 +31,6 @@ if __name__ == "__main__":
     ensure_fast_runtime()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 
@@ -272,11 +271,7 @@ def main(argv=None) -> None:
             "weighted_f1_jax_minus_torch": result["jax"]["val_weighted_f1"]
             - result["torch"]["val_weighted_f1"],
         }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    common.emit_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -167,11 +167,7 @@ def main(argv=None) -> None:
         result["train_step_source"] = args.step_json or "measured here (MiniLM, B=32, L=64)"
         result["share_of_step_at_step_batch"] = result["step_batch"]["matrix_jit_ms"] / step_ms
         result["share_of_step_at_large_batch"] = result["large"]["matrix_jit_ms"] / step_ms
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    common.emit_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ if __name__ == "__main__":
     ensure_fast_runtime()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -121,11 +120,7 @@ def main(argv=None) -> None:
         "xla_memory": memory,
         "rss_mb": rss,
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    common.emit_json(result, args.json)
 
 
 if __name__ == "__main__":
