@@ -13,4 +13,7 @@ def get_config():
     config.model.encoder = "minilm"
     config.optim.lr = 1e-4
     config.batch_size = 16
+    # The offline config runs anywhere: without WordNet (nltk data or Debian's wordnet-base)
+    # it trains without synonym substitution and says so in the log; deletion stays on.
+    config.augment.allow_missing_wordnet = True
     return config
