@@ -132,7 +132,8 @@ def prediction_records(trained: TrainedModel, probs: dict) -> list[dict]:
             "probabilities": dict(zip(names, primary.round(6).tolist(), strict=True)),
         }
         for head, head_names in heads.items():
-            record[head] = head_names[int(probs[head][i].argmax())]
+            if head in probs:  # the single-head baseline has no intensity head
+                record[head] = head_names[int(probs[head][i].argmax())]
         if "gate" in probs:
             record["gate"] = probs["gate"][i].round(6).tolist()
         records.append(record)
