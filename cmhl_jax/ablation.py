@@ -56,6 +56,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cmhl_jax import stats  # noqa: E402
+from cmhl_jax.cli import config_overrides  # noqa: E402
 from cmhl_jax.config import ConfigError, apply_overrides, load_config, to_json  # noqa: E402
 from cmhl_jax.docs import replace_marked_block  # noqa: E402
 
@@ -400,11 +401,7 @@ def parse_args(argv):
     parser.add_argument("--from", dest="from_dir", default=None, help="ablation output dir")
     parser.add_argument("--train-run", default=None, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
-    overrides = []
-    for item in rest:
-        if not item.startswith("--config."):
-            parser.error(f"unrecognized argument {item!r} (overrides look like --config.a.b=v)")
-        overrides.append(item.removeprefix("--config."))
+    overrides = config_overrides(parser, rest)
     if args.readme or args.from_dir:
         if not (args.readme and args.from_dir):
             parser.error("--readme and --from go together")

@@ -9,6 +9,16 @@ import sys
 from cmhl_jax.config import ConfigError, apply_overrides, load_config
 
 
+def config_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> list[str]:
+    """The `a.b=value` overrides among the unparsed arguments; anything else is an error."""
+    overrides = []
+    for item in rest:
+        if not item.startswith("--config."):
+            parser.error(f"unrecognized argument {item!r} (overrides look like --config.a.b=v)")
+        overrides.append(item.removeprefix("--config."))
+    return overrides
+
+
 def parse_train_args(argv: list[str] | None = None):
     """Returns (config, workdir) from the train command line; exits with a message on error."""
     parser = argparse.ArgumentParser(
@@ -18,11 +28,7 @@ def parse_train_args(argv: list[str] | None = None):
     parser.add_argument("--config", required=True, help="config file, e.g. configs/default.py")
     parser.add_argument("--workdir", required=True, help="output directory (resumes if present)")
     args, rest = parser.parse_known_args(argv)
-    overrides = []
-    for item in rest:
-        if not item.startswith("--config."):
-            parser.error(f"unrecognized argument {item!r} (overrides look like --config.a.b=v)")
-        overrides.append(item.removeprefix("--config."))
+    overrides = config_overrides(parser, rest)
     try:
         config = apply_overrides(load_config(args.config), overrides)
     except ConfigError as err:
