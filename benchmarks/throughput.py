@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cmhl_jax.runtime import ensure_fast_runtime  # noqa: E402
+from cmhl_jax.runtime import ensure_fast_runtime, release_free_memory  # noqa: E402
 
 if __name__ == "__main__":
     ensure_fast_runtime()
@@ -70,11 +70,13 @@ class JaxRunner:
         t = time.perf_counter()
         compiled = step.lower(self.state, self.batch).compile()
         self.compile_s = time.perf_counter() - t
+        release_free_memory()  # as cmhl_jax.step.Parallel does after each compilation
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list | tuple) else cost
         self.executed_flops = float(cost.get("flops", 0.0)) if cost else 0.0
         self.step = compiled
         self.predict_fn = predict
+        self.predict_compiled = False
 
     def train(self):
         self.state, metrics = self.step(self.state, self.batch)
@@ -82,6 +84,9 @@ class JaxRunner:
 
     def predict(self):
         self.jax.block_until_ready(self.predict_fn(self.state.params, self.batch))
+        if not self.predict_compiled:  # the first call compiled it
+            release_free_memory()
+            self.predict_compiled = True
 
     def device_peak_mb(self):
         stats = self.jax.devices()[0].memory_stats() or {}

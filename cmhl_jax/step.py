@@ -28,6 +28,7 @@ from jax.sharding import PartitionSpec as P
 
 from cmhl_jax.data import device_split
 from cmhl_jax.model import ModelDef, forward
+from cmhl_jax.runtime import release_free_memory
 
 AXIS = "data"
 
@@ -230,14 +231,25 @@ class Parallel:
             }
         return jax.device_put(batch, self.rows)
 
+    def _first_of_shape(self, kind: str, batch: dict) -> bool:
+        key = (kind, *batch["input_ids"].shape)
+        new = key not in self.shapes_seen
+        self.shapes_seen.add(key)
+        return new
+
     def step(self, state, batch: dict):
-        self.shapes_seen.add(("train",) + tuple(batch["input_ids"].shape))
-        return self._step(state, self.put_batch(batch))
+        compiling = self._first_of_shape("train", batch)
+        out = self._step(state, self.put_batch(batch))
+        if compiling:  # compiled synchronously above; the step itself may still run
+            release_free_memory()
+        return out
 
     def predict(self, params, batch: dict) -> dict:
         """Probabilities of this process's rows, gathered over processes: numpy [rows, R, C]."""
-        self.shapes_seen.add(("predict",) + tuple(batch["input_ids"].shape))
+        compiling = self._first_of_shape("predict", batch)
         probs = self._predict(params, self.put_batch(batch))
+        if compiling:
+            release_free_memory()
         if self.mode == "pmap":
             probs = {k: v.reshape(-1, *v.shape[2:]) for k, v in probs.items()}
         if jax.process_count() > 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import jax
@@ -218,6 +219,64 @@ def test_checkpoint_mismatches_listed_in_one_error(tiny_hf_model):
         "layers.0.intermediate.kernel: checkpoint (32, 65) (after transpose), model (32, 64)"
     ) in message
     assert "unexpected checkpoint key 'encoder.layer.0.attention.self.rotary.weight'" in message
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"model_type": "bert"},
+        {"model_type": "roberta"},
+        {"model_type": "bert", **TINY_CONFIG, "layer_norm_eps": 1e-5},
+        {"model_type": "roberta", **TINY_CONFIG, "type_vocab_size": 1, "hidden_dropout_prob": 0.2},
+        # default-valued fields, which save_pretrained leaves out of config.json
+        {"model_type": "roberta", "hidden_size": 768, "vocab_size": 50265, "pad_token_id": 1},
+    ],
+)
+def test_read_config_equals_autoconfig(fields, tmp_path):
+    """Plain-JSON config reading fills omitted fields with transformers' own defaults."""
+    from cmhl_jax.encoder.params import read_config
+
+    transformers.AutoConfig.for_model(**fields).save_pretrained(tmp_path)
+    expected = EncoderConfig.from_hf(transformers.AutoConfig.from_pretrained(tmp_path))
+    assert read_config(tmp_path) == expected
+
+
+def test_read_config_errors_name_the_file(tmp_path):
+    from cmhl_jax.encoder.params import read_config
+
+    (tmp_path / "config.json").write_text('{"model_type": "bert",\n "hidden_size": }')
+    with pytest.raises(ValueError, match=r"config\.json: invalid JSON at line 2"):
+        read_config(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no config.json in"):
+        read_config(tmp_path)
+
+
+def test_tokenizer_equals_autotokenizer(minilm_path, tmp_path):
+    from cmhl_jax.encoder.hub import load_tokenizer
+
+    texts = ["I feel GREAT today!", "naïve café, un-believable..."]
+    auto = transformers.AutoTokenizer.from_pretrained(minilm_path)(texts)
+    assert load_tokenizer(minilm_path)(texts) == auto
+    # an unknown tokenizer_class falls back to AutoTokenizer (same ids)
+    for name in ("tokenizer.json", "vocab.txt", "special_tokens_map.json", "config.json"):
+        (tmp_path / name).write_bytes((minilm_path / name).read_bytes())
+    config = json.loads((minilm_path / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "NoSuchTokenizer"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    fallback = load_tokenizer(tmp_path)
+    assert isinstance(fallback, type(transformers.AutoTokenizer.from_pretrained(tmp_path)))
+    assert fallback(texts)["input_ids"] == auto["input_ids"]
+
+
+def test_loading_minilm_does_not_import_torch(minilm_path):
+    """torch costs ~200 MB of memory; the JAX process never needs it."""
+    code = (
+        "import sys; from cmhl_jax.encoder import load_encoder; "
+        f"load_encoder({str(minilm_path)!r}); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_unsupported_model_type(tmp_path):

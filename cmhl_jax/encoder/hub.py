@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -24,8 +25,17 @@ _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json",
 
 
 def random_encoder(config: EncoderConfig, seed: int = 0, *, dtype=jnp.float32) -> Encoder:
-    """A randomly initialised encoder (normal(0.02) weights, as BERT)."""
-    return Encoder(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    """A randomly initialised encoder (normal(0.02) weights, as BERT).
+
+    Built under one `nnx.jit`: eager construction would compile one XLA program per
+    initializer shape, and the compiler's memory stays with the process.
+    """
+    return nnx.jit(lambda: Encoder(config, dtype=dtype, rngs=nnx.Rngs(seed)))()
+
+
+def abstract_encoder(config: EncoderConfig, *, dtype=jnp.float32) -> Encoder:
+    """An encoder whose params are shapes only (no memory, no compute), for loading into."""
+    return nnx.eval_shape(lambda: Encoder(config, dtype=dtype, rngs=nnx.Rngs(0)))
 
 
 def _looks_like_path(name: str) -> bool:
@@ -62,18 +72,38 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
-def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32, seed: int = 0):
+def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32):
     """Loads ``(encoder, tokenizer)``; the encoder runs in eval mode unless given a dropout_rng.
 
     ``tokenizer`` is None, with a warning, when the directory holds no tokenizer files.
     """
     model_dir = resolve_model_dir(name_or_path)
-    encoder = random_encoder(read_config(model_dir), seed, dtype=dtype)
+    encoder = abstract_encoder(read_config(model_dir), dtype=dtype)
     state_dict, source = read_state_dict(model_dir)
     load_hf_state(encoder, state_dict, source=source)
     if not any((model_dir / f).exists() for f in _TOKENIZER_FILES):
         warnings.warn(f"no tokenizer files in {model_dir}; returning tokenizer=None", stacklevel=2)
         return encoder, None
+    return encoder, load_tokenizer(model_dir)
+
+
+def load_tokenizer(model_dir: str | os.PathLike):
+    """The HF tokenizer of a model dir (no remote code).
+
+    The class named by ``tokenizer_config.json`` is loaded directly when transformers has it:
+    ``AutoTokenizer`` reads the model config through modules that import torch (~200 MB).
+    """
     import transformers
 
-    return encoder, transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    model_dir = Path(model_dir)
+    config_file = model_dir / "tokenizer_config.json"
+    name = None
+    if config_file.exists():
+        try:
+            name = json.loads(config_file.read_text()).get("tokenizer_class")
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise ValueError(f"{config_file}: not a JSON object ({e})") from None
+    cls = getattr(transformers, name, None) if isinstance(name, str) else None
+    if cls is None or not hasattr(cls, "from_pretrained"):
+        cls = transformers.AutoTokenizer
+    return cls.from_pretrained(str(model_dir), trust_remote_code=False)

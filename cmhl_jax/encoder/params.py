@@ -83,7 +83,10 @@ def _params(encoder: Encoder) -> dict[str, nnx.Param]:
 def load_hf_state(
     encoder: Encoder, state_dict: dict[str, np.ndarray], *, source: str = "state_dict"
 ) -> Encoder:
-    """Fills ``encoder``'s params from HF tensors; raises one error listing every mismatch."""
+    """Fills ``encoder``'s params from HF tensors; raises one error listing every mismatch.
+
+    ``encoder`` may be abstract (`abstract_encoder`): every param is replaced, none is read.
+    """
     params = _params(encoder)
     problems, seen, pooler = [], set(), {}
     for key, value in state_dict.items():
@@ -109,7 +112,7 @@ def load_hf_state(
                 f"(after transpose), model {tuple(params[path].shape)}"
             )
             continue
-        params[path][...] = jnp.asarray(value)
+        params[path].set_value(jnp.asarray(value))
     problems += [f"missing checkpoint tensor for {path}" for path in params if path not in seen]
     if problems:
         raise CheckpointMismatchError(
@@ -152,12 +155,47 @@ def read_state_dict(model_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray]
     )
 
 
-def read_config(model_dir: str | os.PathLike) -> EncoderConfig:
-    """Reads ``config.json`` through ``transformers.AutoConfig`` (no remote code)."""
-    import transformers
+# transformers' BertConfig / RobertaConfig defaults: `save_pretrained` omits fields equal to them.
+HF_CONFIG_DEFAULTS = {
+    "bert": {
+        "vocab_size": 30522,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+    },
+}
+HF_CONFIG_DEFAULTS["roberta"] = HF_CONFIG_DEFAULTS["bert"] | {"vocab_size": 50265, "pad_token_id": 1}
 
-    hf = transformers.AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
-    return EncoderConfig.from_hf(hf)
+
+def read_config(model_dir: str | os.PathLike) -> EncoderConfig:
+    """Reads ``config.json`` with transformers' defaults for the fields it omits.
+
+    Plain JSON, not ``transformers.AutoConfig``: that imports torch (~200 MB of memory).
+    """
+    path = Path(model_dir) / "config.json"
+    try:
+        hf = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no config.json in {model_dir}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(hf, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(hf).__name__}")
+    model_type = hf.get("model_type")
+    if model_type not in HF_CONFIG_DEFAULTS:
+        raise ValueError(
+            f"{path}: unsupported model_type {model_type!r}; "
+            f"supported: {', '.join(HF_CONFIG_DEFAULTS)}"
+        )
+    return EncoderConfig.from_hf(HF_CONFIG_DEFAULTS[model_type] | hf)
 
 
 def _hf_tensors(encoder: Encoder) -> dict[str, np.ndarray]:
