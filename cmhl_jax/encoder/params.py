@@ -172,7 +172,10 @@ HF_CONFIG_DEFAULTS = {
         "pad_token_id": 0,
     },
 }
-HF_CONFIG_DEFAULTS["roberta"] = HF_CONFIG_DEFAULTS["bert"] | {"vocab_size": 50265, "pad_token_id": 1}
+HF_CONFIG_DEFAULTS["roberta"] = HF_CONFIG_DEFAULTS["bert"] | {
+    "vocab_size": 50265,
+    "pad_token_id": 1,
+}
 
 
 def read_config(model_dir: str | os.PathLike) -> EncoderConfig:
