@@ -247,9 +247,8 @@ def run(args) -> dict:
     roofs = {"jax": matmul_roof("jax", args.roof_n, args.dtype, args.device)}
     roofs["torch"] = matmul_roof("torch", args.roof_n, args.dtype, args.device)
 
-    runners, first, hwm = {}, {}, {}
+    runners, first = {}, {}
     for n in names:
-        hwm_before = common.peak_rss_mb()
         t = time.perf_counter()
         runner = make_runner(n, args, path, hf_cfg)
         setup_s = time.perf_counter() - t
@@ -263,7 +262,6 @@ def run(args) -> dict:
             runner.train()
             runner.predict()
         runners[n] = runner
-        hwm[n] = {"peak_rss_growth_mb": common.peak_rss_mb() - hwm_before}
         first[n] = dict(setup_s=setup_s, first_step_s=first_step_s, first_predict_s=first_predict_s)
         print(f"[{n}] ready: first step {first_step_s:.1f} s", file=sys.stderr, flush=True)
 
@@ -273,8 +271,6 @@ def run(args) -> dict:
     if args.memory == "child":
         for n in names:
             memory[n] = memory_of(n, args)
-    elif args.memory == "delta":  # quick, order-dependent: growth of this process's peak RSS
-        memory = hwm
 
     result = {
         "meta": {
@@ -301,7 +297,6 @@ def run(args) -> dict:
                 "child": "peak RSS of a child process per framework"
                 if args.device == "cpu"
                 else "peak device memory of a child process per framework",
-                "delta": "growth of the peak RSS during each framework's setup and warm-up",
                 "none": "not measured",
             }[args.memory],
         }
@@ -334,7 +329,7 @@ def run(args) -> dict:
         if n in memory:
             m = memory[n]
             entry["memory"] = m
-            entry["peak_memory_mb"] = m.get("peak_rss_growth_mb") or (
+            entry["peak_memory_mb"] = (
                 m["peak_rss_mb"] if args.device == "cpu" else m["device_peak_mb"]
             )
         result[n] = entry
@@ -347,7 +342,7 @@ def run(args) -> dict:
             j, o = result["jax"], result[n]
             ratios[f"train_jax_over_{n}"] = j["train_samples_per_s"] / o["train_samples_per_s"]
             ratios[f"infer_jax_over_{n}"] = j["infer_samples_per_s"] / o["infer_samples_per_s"]
-            if "peak_memory_mb" in j and "peak_memory_mb" in o:
+            if j.get("peak_memory_mb") and o.get("peak_memory_mb"):
                 ratios[f"memory_jax_over_{n}"] = j["peak_memory_mb"] / o["peak_memory_mb"]
             # Per-round ratios (same round, adjacent in time): robustness of the median ratio.
             per_round = np.array(train_times[n]) / np.array(train_times["jax"])
@@ -377,9 +372,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--memory",
         default="child",
-        choices=("child", "delta", "none"),
-        help="child: peak RSS of one child process per framework (comparable); delta: growth\n"
-        "of this process's peak RSS during each framework's setup (quick, order-dependent)",
+        choices=("child", "none"),
+        help="child: peak RSS (GPU: device memory) of one child process per framework",
     )
     p.add_argument("--roof-n", type=int, default=2048)
     p.add_argument("--peak-tflops", type=float, default=0.0, help="for MFU (GPU)")

@@ -23,7 +23,7 @@ def test_throughput_json_keys(tmp_path):
     cmd = [
         sys.executable, str(BENCH / "throughput.py"), "--model", "tiny", "--batch", "4",
         "--seq", "16", "--steps", "2", "--warmup", "1", "--roof-n", "256",
-        "--frameworks", "jax,torch_eager", "--memory", "delta",
+        "--frameworks", "jax,torch_eager", "--memory", "child",
         "--json", str(out), "--md", str(tmp_path / "t.md"),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -176,6 +177,44 @@ def test_dropout_train_vs_eval():
     assert _max_diff(train_out, eval_out, mask) > 1e-2
     other = encoder(ids, mask, dropout_rng=jax.random.key(4))
     assert _max_diff(train_out, other, mask) > 1e-2
+
+
+def test_dropout_mask_statistics():
+    """Byte masks: drop rate round(256 * rate) / 256, mean kept, no correlation between keys,
+    positions or sites."""
+    from cmhl_jax.encoder.modeling import dropout, dropout_keys, keyed_dropout, random_words
+
+    n = 1 << 20
+    keys = dropout_keys(jax.random.key(0), (3,))
+    masks = [np.asarray(keyed_dropout(jnp.ones(n), 0.1, k)) == 0 for k in keys]
+    limit = 5 * np.sqrt(26 / 256 * (1 - 26 / 256) / n)  # 5 sigma
+    for m in masks:
+        assert abs(m.mean() - 26 / 256) < limit
+    np.testing.assert_allclose(
+        np.asarray(dropout(jnp.ones(n), 0.1, jax.random.key(1))).mean(), 1, atol=2e-3
+    )
+    for a, b in [(masks[0], masks[1]), (masks[1], masks[2]), (masks[0][1:], masks[0][:-1])]:
+        assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(n)
+    bits = np.unpackbits(np.asarray(random_words(keys[0], n)).view(np.uint8)).reshape(-1, 32)
+    np.testing.assert_allclose(bits.mean(0), 0.5, atol=5 * 0.5 / np.sqrt(n))
+    assert float(jnp.abs(dropout(jnp.ones(8), 0.0, jax.random.key(0)) - 1).max()) == 0
+    assert float(jnp.abs(dropout(jnp.ones(8), 1.0, jax.random.key(0))).max()) == 0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_gelu_values_and_gradient_equal_autodiff(dtype):
+    from cmhl_jax.encoder.modeling import gelu
+
+    z = jnp.linspace(-8, 8, 4001, dtype=dtype)
+    reference = functools.partial(jax.nn.gelu, approximate=False)
+    tol = {"atol": 1e-6} if dtype == jnp.float32 else {"atol": 1e-2, "rtol": 2e-2}  # 2 ulp
+    np.testing.assert_allclose(
+        np.asarray(gelu(z), np.float32), np.asarray(reference(z), np.float32), **tol
+    )
+    w = jnp.cos(z)  # a non-constant upstream gradient
+    ours = jax.grad(lambda z: (gelu(z) * w).astype(jnp.float32).sum())(z)
+    theirs = jax.grad(lambda z: (reference(z) * w).astype(jnp.float32).sum())(z)
+    np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(theirs, np.float32), **tol)
 
 
 def test_module_is_pure_function_of_params():

@@ -35,8 +35,9 @@ def _run(code: str, tmp_path: Path, **env) -> dict:
 
 def test_fast_runtime_env_adds_flags_once(monkeypatch):
     monkeypatch.setattr(runtime, "find_jemalloc", lambda: "/lib/libjemalloc.so.2")
+    monkeypatch.setattr(runtime, "XLA_CPU_FLAGS", ("--xla_bar=2",))
     env = runtime.fast_runtime_env({"XLA_FLAGS": "--xla_foo=1"})
-    assert env["XLA_FLAGS"] == "--xla_foo=1 " + " ".join(runtime.XLA_CPU_FLAGS)
+    assert env["XLA_FLAGS"] == "--xla_foo=1 --xla_bar=2"
     assert env["LD_PRELOAD"] == "/lib/libjemalloc.so.2"
     assert env["MALLOC_CONF"] == runtime.MALLOC_CONF
     assert runtime.fast_runtime_env(env) == env
