@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The CPU benchmark runs behind docs/benchmarks.md, then the report. ~20-40 min on 2 cores.
-#   bash benchmarks/run_all.sh [--quick]
+# The CPU benchmark runs behind docs/benchmarks.md, then the report (~25 min on 2 quiet cores).
+#   bash benchmarks/run_all.sh            (EPOCH_LIMIT=N: first N training texts, default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 R=benchmarks/results
 mkdir -p "$R"
-EPOCH_LIMIT=${EPOCH_LIMIT:-4000}
+EPOCH_LIMIT=${EPOCH_LIMIT:-0}
 $PY benchmarks/throughput.py --model minilm --batch 32 --seq 64 --steps 20 \
   --json $R/throughput_minilm_b32_l64.json
 $PY benchmarks/throughput.py --model roberta-base-random --batch 8 --seq 64 --steps 5 \
@@ -16,6 +16,8 @@ $PY benchmarks/profile_step.py --model minilm --batch 32 --seq 64 \
 $PY benchmarks/loss_bench.py --batch 256 --step-json $R/throughput_minilm_b32_l64.json \
   --json $R/loss.json
 $PY benchmarks/epoch.py --limit "$EPOCH_LIMIT" --json $R/epoch_minilm.json
+$PY benchmarks/epoch.py --limit "$EPOCH_LIMIT" --no-pack --frameworks jax \
+  --json $R/epoch_minilm_buckets.json
 $PY benchmarks/report.py --results $R --out docs/benchmarks.md
-python -m cmhl_jax.docs --readme README.md --name benchmarks --from docs/benchmarks.md \
+$PY -m cmhl_jax.docs --readme README.md --name benchmarks --from docs/benchmarks.md \
   --section "Targets (CPU, MiniLM, B=32, L=64 unless stated)"

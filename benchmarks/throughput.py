@@ -40,6 +40,7 @@ if __name__ == "__main__":
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
@@ -232,6 +233,11 @@ def interleaved(runners: dict, method: str, rounds: int) -> dict[str, list[float
     return times
 
 
+def _torch_blas(torch) -> str:
+    match = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    return match.group(1) if match else "unknown"
+
+
 def run(args) -> dict:
     import torch
 
@@ -282,9 +288,11 @@ def run(args) -> dict:
             "dtype": args.dtype,
             "device": args.device,
             "steps": args.steps,
+            "roof_n": args.roof_n,
             "warmup": args.warmup,
             "torch_threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
+            "torch_blas": _torch_blas(torch),
             "jax_version": __import__("jax").__version__,
             "jax_backend": __import__("jax").default_backend(),
             "gpu": torch.cuda.get_device_name(0) if args.device == "gpu" else None,
