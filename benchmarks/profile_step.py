@@ -7,6 +7,10 @@ Phases, each a separately jitted function on the same fixed batch, timed interle
 of --steps rounds), so differences attribute the step's time:
   forward_eval (no dropout), forward_train (dropout), grad_eval (fwd+bwd, no dropout),
   grad_train (fwd+bwd with dropout), step (the real train step: grad_train + AdamW, donated).
+Ops: a jax.profiler trace of --trace-steps real steps; XLA:CPU's per-op events are grouped by
+what they do (`op_category`) and by the largest single ops (`top_ops`), with each op's shape
+and JAX source op from the compiled HLO. Ops can overlap on the 2 threads, so shares are of
+the sum of op times.
 Memory: XLA's buffer assignment of the step (arguments, temporaries) and this process's RSS
 after imports, after loading the model, after compiling, after the first steps (jemalloc keeps
 freed memory, so the peak is roughly the sum of the phases' high-water marks).
@@ -31,12 +35,71 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 
+def op_category(kind: str, op_name: str) -> str:
+    """What an XLA:CPU op does, from its fusion kind and the JAX op that produced it."""
+    if "dot_general" in op_name or kind in ("dot", "dot_general"):
+        return "matmul (backward)" if "transpose(jvp" in op_name else "matmul (forward)"
+    if "jvp" not in op_name:
+        return "AdamW update, grad norm, NaN guard"
+    if kind.startswith(("copy", "transpose")) or kind == "copy":
+        return "copies and transposes"
+    return "elementwise and reductions (LayerNorm, softmax, GELU, dropout, residuals)"
+
+
+def op_breakdown(compiled, state, batch, steps: int, top: int = 12) -> dict:
+    """Op times per step from a profiler trace of `steps` executions of the compiled step."""
+    import gzip
+    import json
+    import re
+    import tempfile
+    from collections import defaultdict
+
+    import jax
+
+    hlo = {
+        m.group(1): (m.group(2), m.group(3))
+        for m in re.finditer(
+            r'^\s*(?:ROOT )?%([\w.\-]+) = (\S+) .*?op_name="([^"]*)"', compiled.as_text(), re.M
+        )
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+        for _ in range(steps):
+            state, metrics = compiled(state, batch)
+            jax.block_until_ready(metrics)
+        jax.profiler.stop_trace()
+        trace = json.load(gzip.open(next(Path(tmp).rglob("perfetto_trace.json.gz"))))
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    categories, ops = defaultdict(float), defaultdict(lambda: [0.0, 0])
+    for e in events:
+        if e.get("ph") != "X" or e["name"] not in hlo:
+            continue
+        shape, op_name = hlo[e["name"]]
+        op_name = op_name.removeprefix("jit(train_step)/")
+        kind = re.sub(r"\.\d+$", "", e["name"])
+        ms = e["dur"] / 1e3 / steps
+        categories[op_category(kind, op_name)] += ms
+        ops[(kind, shape, op_name)][0] += ms
+        ops[(kind, shape, op_name)][1] += 1
+    top_ops = sorted(ops.items(), key=lambda kv: -kv[1][0])[:top]
+    return {
+        "steps": steps,
+        "sum_of_op_ms": sum(categories.values()),
+        "op_category_ms": dict(sorted(categories.items(), key=lambda kv: -kv[1])),
+        "top_ops": [
+            {"kind": k, "shape": sh, "jax_op": op, "ms": t, "count": c // steps}
+            for (k, sh, op), (t, c) in top_ops
+        ],
+    }, state
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="minilm", choices=common.MODELS)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--trace-steps", type=int, default=3)
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
 
@@ -103,6 +166,7 @@ def main(argv=None) -> None:
         "optimizer_and_loss_ms": ms["step"] - ms["grad_train"],
         "forward_gflops_executed_eval": None,
     }
+    ops, holder["state"] = op_breakdown(compiled, holder["state"], batch, args.trace_steps)
     cost = jax.jit(lambda p: forward(model_def, p, batch)).lower(params).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     if cost and cost.get("flops"):
@@ -117,6 +181,7 @@ def main(argv=None) -> None:
         },
         "median_ms": ms,
         "derived": derived,
+        "ops": ops,
         "xla_memory": memory,
         "rss_mb": rss,
     }

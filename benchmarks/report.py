@@ -326,6 +326,38 @@ def profile_md(r: dict) -> str:
         f"{x['alias_mb']:.0f} MB), temporaries {x['temp_mb']:.0f} MB.",
         "- RSS (MB): " + ", ".join(f"{k.replace('_', ' ')} {v:.0f}" for k, v in rss.items()) + ".",
     ]
+    ops = r.get("ops")
+    if ops:
+        total = ops["sum_of_op_ms"]
+        out += [
+            "",
+            f"Op times per step from a `jax.profiler` trace of {ops['steps']} steps (XLA:CPU "
+            f"per-op events; sum of op times {total:.0f} ms, ops may overlap on the 2 threads):",
+            "",
+            _table(
+                ["what", "ms per step", "share"],
+                [
+                    [k, f"{v:.1f}", f"{100 * v / total:.0f}%"]
+                    for k, v in ops["op_category_ms"].items()
+                ],
+            ),
+            "",
+            "Largest ops:",
+            "",
+            _table(
+                ["op", "shape", "JAX op", "count", "ms per step"],
+                [
+                    [
+                        o["kind"],
+                        f"`{o['shape']}`",
+                        f"`{o['jax_op'][:60]}`",
+                        o["count"],
+                        f"{o['ms']:.1f}",
+                    ]
+                    for o in ops["top_ops"]
+                ],
+            ),
+        ]
     return "\n".join(out)
 
 
