@@ -12,7 +12,7 @@ what they do (`op_category`) and by the largest single ops (`top_ops`), with eac
 and JAX source op from the compiled HLO. Ops can overlap on the 2 threads, so shares are of
 the sum of op times.
 Memory: XLA's buffer assignment of the step (arguments, temporaries) and this process's RSS
-after imports, after loading the model, after compiling, after the first steps (jemalloc keeps
+after imports (jax), after loading the model, after compiling, after the first steps (jemalloc keeps
 freed memory, so the peak is roughly the sum of the phases' high-water marks).
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cmhl_jax.runtime import ensure_fast_runtime  # noqa: E402
+from cmhl_jax.runtime import ensure_fast_runtime, release_free_memory  # noqa: E402
 
 if __name__ == "__main__":
     ensure_fast_runtime()
@@ -103,19 +103,19 @@ def main(argv=None) -> None:
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
 
-    rss = {"start": common.rss_mb()}
     import jax
     import numpy as np
 
     from cmhl_jax.model import forward
 
-    rss["after_jax_import"] = common.rss_mb()
+    rss = {"after_imports": common.rss_mb()}
     path = common.model_dir(args.model)
     hf = common.read_hf_config(path)
     state, step, _, model_def, _ = common.jax_setup(common.jax_config(path))
     rss["after_model_load"] = common.rss_mb()
     batch = jax.device_put(common.fixed_batch(hf, args.batch, args.seq))
     compiled = step.lower(state, batch).compile()
+    release_free_memory()  # as cmhl_jax.step.Parallel does after each compilation
     rss["after_step_compile"] = common.rss_mb()
     mem = compiled.memory_analysis()
     memory = {

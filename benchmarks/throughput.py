@@ -34,8 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cmhl_jax.runtime import ensure_fast_runtime, release_free_memory  # noqa: E402
 
+
+def _is_torch_child(argv: list[str]) -> bool:
+    """``--child torch_*``: a PyTorch memory child, which must not import jax (its RSS)."""
+    return "--child" in argv[:-1] and argv[argv.index("--child") + 1].startswith("torch")
+
+
 if __name__ == "__main__":
-    ensure_fast_runtime()
+    ensure_fast_runtime(configure_jax=not _is_torch_child(sys.argv))
 
 import argparse  # noqa: E402
 import json  # noqa: E402

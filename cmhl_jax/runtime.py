@@ -68,9 +68,10 @@ def fast_runtime_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def ensure_fast_runtime() -> None:
+def ensure_fast_runtime(*, configure_jax: bool = True) -> None:
     """Re-executes this process once with jemalloc preloaded (when installed), sets the XLA
-    flags and synchronous CPU dispatch. Does nothing once jax is imported."""
+    flags and (``configure_jax``, which imports jax) synchronous CPU dispatch. Does nothing
+    once jax is imported."""
     if os.environ.get("CMHL_FAST_RUNTIME", "1") == "0" or "jax" in sys.modules:
         return
     env = fast_runtime_env(os.environ)
@@ -82,9 +83,10 @@ def ensure_fast_runtime() -> None:
     ):
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env | {REEXECUTED: "1"})
     os.environ.update(env)
-    import jax
+    if configure_jax:
+        import jax
 
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 
 def jemalloc_active() -> bool:

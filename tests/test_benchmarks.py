@@ -56,3 +56,30 @@ def test_loss_bench_matrix_equals_loop():
         assert r["agreement"][variant]["loss_abs_diff"] < 1e-5
         assert r["agreement"][variant]["grad_max_abs_diff"] < 1e-5
     assert r["matrix_jit_ms"] > 0
+
+
+def test_op_categories():
+    sys.path.insert(0, str(BENCH))
+    from profile_step import op_category
+
+    assert op_category("ynn_fusion", "jvp(blh,hnd->bnld)/dot_general") == "matmul (forward)"
+    assert op_category("dot", "transpose(jvp())/transpose") == "matmul (backward)"
+    assert op_category("add_select_fusion", "jit(_where)/select_n").startswith("AdamW")
+    assert op_category("copy_bitcast_fusion", "jvp()/reshape") == "copies and transposes"
+    assert op_category("multiply_erf_fusion", "jvp()/erf").startswith("elementwise")
+
+
+def test_profile_step_traces_ops(tmp_path):
+    out = tmp_path / "p.json"
+    env = dict(os.environ, CMHL_BENCH_CACHE=str(tmp_path / "models"))
+    cmd = [
+        sys.executable, str(BENCH / "profile_step.py"), "--model", "tiny", "--batch", "4",
+        "--seq", "16", "--steps", "2", "--trace-steps", "1", "--json", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ops = json.loads(out.read_text())["ops"]
+    assert ops["op_category_ms"]["matmul (forward)"] > 0
+    assert ops["op_category_ms"]["matmul (backward)"] > 0
+    assert abs(sum(ops["op_category_ms"].values()) - ops["sum_of_op_ms"]) < 1e-6
+    assert ops["top_ops"] and all(o["ms"] > 0 for o in ops["top_ops"])

@@ -77,3 +77,16 @@ def test_jemalloc_keeps_freed_memory_until_released(tmp_path):
 def test_release_is_a_no_op_without_jemalloc(tmp_path):
     out = _run(PROBE, tmp_path, CMHL_FAST_RUNTIME="0")
     assert not out["active"] and not out["released"] and out["async_dispatch"]
+
+
+def test_runtime_without_jax_does_not_import_it(tmp_path):
+    """PyTorch-only processes (the benchmarks' memory children) keep jax out of their RSS."""
+    code = """
+    import json, sys
+    from cmhl_jax.runtime import ensure_fast_runtime, jemalloc_active
+    ensure_fast_runtime(configure_jax=False)
+    print(json.dumps({"jax": "jax" in sys.modules, "active": jemalloc_active()}))
+    """
+    out = _run(code, tmp_path)
+    assert not out["jax"]
+    assert out["active"] == (runtime.find_jemalloc() is not None)
