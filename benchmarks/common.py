@@ -192,36 +192,12 @@ def fixed_batch(cfg: dict, batch: int, seq: int, seed: int = 0) -> dict:
 def jax_setup(config, total_updates: int = 10_000):
     """(state, jitted step with donation, jitted predict, model_def) from `cmhl_jax` itself."""
     import jax
-    import jax.numpy as jnp
-    import ml_collections
 
     from cmhl_jax.model import build_model
     from cmhl_jax.step import init_train_state, make_optimizer, predict_step, train_step
+    from cmhl_jax.tasks import make_task
 
-    try:  # the task API (heads + loss chosen by config.task)
-        from cmhl_jax.tasks import make_task
-    except ImportError:  # before the task API: emotion heads and loss passed explicitly
-        make_task = None
-    if make_task is not None:
-        model_def, params, tokenizer = build_model(
-            config.model, make_task(config), seed=config.seed
-        )
-        extra = {}
-    else:
-        from cmhl_jax.affect import build_affect_tables
-        from cmhl_jax.losses import loss_tables
-
-        tables = build_affect_tables(config.affect)
-        head_sizes = {
-            "emotion": len(tables.emotion_names),
-            "valence": len(tables.valence_names),
-            "intensity": len(tables.intensity_names),
-        }
-        model_def, params, tokenizer = build_model(config.model, head_sizes, seed=config.seed)
-        extra = {
-            "tables": {k: jnp.asarray(v) for k, v in loss_tables(tables).items()},
-            "loss_cfg": ml_collections.FrozenConfigDict(config.loss),
-        }
+    model_def, params, tokenizer = build_model(config.model, make_task(config), seed=config.seed)
     tx, schedule = make_optimizer(config.optim, total_updates)
     step_fn = functools.partial(
         train_step,
@@ -229,7 +205,6 @@ def jax_setup(config, total_updates: int = 10_000):
         tx=tx,
         schedule=schedule,
         accum_steps=int(config.optim.accum_steps),
-        **extra,
     )
     state = jax.device_put(init_train_state(params, tx, config.seed))
     step = jax.jit(step_fn, donate_argnums=(0,))

@@ -171,9 +171,9 @@ def main(argv=None) -> None:
     config.data.pack = not args.no_pack
     path = common.model_dir("minilm")
     config.model.encoder = str(path)
-    import transformers
+    from cmhl_jax.encoder.hub import load_tokenizer
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    tokenizer = load_tokenizer(path)
     train = data_lib.read_examples(DATA / "train.txt", EMOTIONS)
     val = data_lib.read_examples(DATA / "val.txt", EMOTIONS)
     if args.limit:

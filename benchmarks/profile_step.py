@@ -41,7 +41,7 @@ def op_category(kind: str, op_name: str) -> str:
         return "matmul (backward)" if "transpose(jvp" in op_name else "matmul (forward)"
     if "jvp" not in op_name:
         return "AdamW update, grad norm, NaN guard"
-    if kind.startswith(("copy", "transpose")) or kind == "copy":
+    if kind.startswith(("copy", "transpose")):
         return "copies and transposes"
     return "elementwise and reductions (LayerNorm, softmax, GELU, dropout, residuals)"
 

@@ -192,13 +192,10 @@ def read_config(model_dir: str | os.PathLike) -> EncoderConfig:
         raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
     if not isinstance(hf, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(hf).__name__}")
-    model_type = hf.get("model_type")
-    if model_type not in HF_CONFIG_DEFAULTS:
-        raise ValueError(
-            f"{path}: unsupported model_type {model_type!r}; "
-            f"supported: {', '.join(HF_CONFIG_DEFAULTS)}"
-        )
-    return EncoderConfig.from_hf(HF_CONFIG_DEFAULTS[model_type] | hf)
+    try:
+        return EncoderConfig.from_hf(HF_CONFIG_DEFAULTS.get(hf.get("model_type"), {}) | hf)
+    except ValueError as e:  # unsupported model type, activation, head count
+        raise ValueError(f"{path}: {e}") from None
 
 
 def _hf_tensors(encoder: Encoder) -> dict[str, np.ndarray]:
