@@ -1,26 +1,44 @@
 """Shared pieces of the benchmarks: model directories, the JAX step, FLOP counts, machine info.
 
-Import this only after `cmhl_jax.runtime.ensure_fast_runtime()` has run (it imports jax).
+Importing it imports neither jax nor torch (a PyTorch memory child of throughput.py imports it);
+the functions that need them import them when called.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
+import importlib.util
 import os
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+CONFIGS = ROOT / "configs"
 
-CACHE = Path(os.environ.get("CMHL_BENCH_CACHE", "/tmp/cmhl_bench_models"))
+
+def _tiny_encoder() -> dict:
+    """`configs/tiny.py`'s ENCODER (the module alone: no get_config(), no jax)."""
+    spec = importlib.util.spec_from_file_location("_cmhl_bench_tiny", CONFIGS / "tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.ENCODER)
+
+
+def preset(name: str):
+    """`configs/<name>.py`'s get_config() (load_config puts the repo root on sys.path for the
+    presets' `from configs import ...`)."""
+    from cmhl_jax.config import load_config
+
+    return load_config(CONFIGS / f"{name}.py")
+
+
+# A fixed /tmp default on purpose: random models are rebuilt by seed, CMHL_BENCH_CACHE moves it.
+CACHE = Path(os.environ.get("CMHL_BENCH_CACHE", "/tmp/cmhl_bench_models"))  # noqa: S108
 
 # Hugging Face configs of the random-init models (built locally, nothing downloaded).
 RANDOM_MODELS = {
@@ -38,15 +56,7 @@ RANDOM_MODELS = {
         eos_token_id=2,
         layer_norm_eps=1e-5,
     ),
-    "tiny": dict(
-        model_type="bert",
-        vocab_size=1000,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=128,
-    ),
+    "tiny": _tiny_encoder(),  # the tiny preset's encoder (harness smoke tests)
 }
 MODELS = ("minilm", *RANDOM_MODELS)
 
@@ -166,9 +176,7 @@ def summary(times: list[float]) -> dict:
 
 
 def jax_config(model_path: Path, dtype: str = "float32"):
-    from configs import default
-
-    config = default.get_config()
+    config = preset("default")
     config.model.encoder = str(model_path)
     config.model.dtype = dtype
     config.optim.accum_steps = 1  # one AdamW update per step, as the PyTorch loop

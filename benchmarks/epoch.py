@@ -2,7 +2,7 @@
 
     python benchmarks/epoch.py --json benchmarks/results/epoch_minilm.json [--limit 2000]
 
-* JAX: `cmhl_jax.data.train_batches` (length buckets; packing as in configs/emotion_minilm.py:
+* JAX: `cmhl_jax.data.EpochPlan` (length buckets; packing as in configs/emotion_minilm.py:
   texts of <= pack_len tokens packed into rows of pack_len, block-diagonal attention) and the
   project's jitted train step with state donation. With packing, a batch has
   round(batch_texts / mean texts per row) rows, so both loops see the same number of texts per
@@ -20,24 +20,16 @@ weighted-F1.
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common
+import numpy as np
 
-from cmhl_jax.runtime import ensure_fast_runtime  # noqa: E402
-
-if __name__ == "__main__":
-    ensure_fast_runtime()
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from cmhl_jax.runtime import ensure_fast_runtime
 
 DATA = Path(os.environ.get("CMHL_DATA_DIR", common.ROOT.parent / "shared" / "data" / "emotion"))
 
@@ -48,22 +40,19 @@ def jax_loop(args, config, train_ids, train_labels, pad_id, stats):
 
     from cmhl_jax import data as data_lib
 
-    options = data_lib.batch_options(config.data)
-    n_batches = data_lib.num_train_batches(
-        train_ids, batch_size=config.batch_size, seed=config.seed, epoch=0, **options
-    )
-    state, step, predict, _, _ = common.jax_setup(config, total_updates=n_batches)
-    shapes = set()
-    texts = 0
-    for batch in data_lib.train_batches(
+    plan = data_lib.EpochPlan.build(
         train_ids,
         train_labels,
+        options=data_lib.BatchOptions.from_config(config.data),
         batch_size=config.batch_size,
         seed=config.seed,
         epoch=0,
-        pad_id=pad_id,
-        **options,
-    ):
+    )
+    n_batches = len(plan)
+    state, step, predict, _, _ = common.jax_setup(config, total_updates=n_batches)
+    shapes = set()
+    texts = 0
+    for batch in plan.batches(pad_id=pad_id):
         shapes.add(batch["input_ids"].shape)
         texts += int(batch["text_mask"].sum())
         state, metrics = step(
@@ -84,9 +73,9 @@ def jax_predict(config, predict_and_params, ids, labels, pad_id) -> np.ndarray:
     for batch in data_lib.eval_batches(
         ids,
         labels,
+        options=data_lib.BatchOptions.from_config(config.data),
         batch_size=config.eval_batch_size,
         pad_id=pad_id,
-        **data_lib.batch_options(config.data),
     ):
         index = batch.pop("example_index")
         probs = np.asarray(predict(params, batch)["emotion"])
@@ -157,16 +146,16 @@ def main(argv=None) -> None:
     p.add_argument("--frameworks", default="jax,torch")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
+    ensure_fast_runtime()
 
     import torch
 
     from cmhl_jax import data as data_lib
     from cmhl_jax.affect import EMOTIONS
     from cmhl_jax.metrics import classification_scores
-    from configs import emotion_minilm
 
     torch.set_num_threads(os.cpu_count() or 1)
-    config = emotion_minilm.get_config()
+    config = common.preset("emotion_minilm")
     config.optim.accum_steps = 1
     config.data.pack = not args.no_pack
     path = common.model_dir("minilm")
@@ -194,10 +183,7 @@ def main(argv=None) -> None:
     packing = None
     if config.data.pack:
         packing = data_lib.packing_stats(
-            train_ids,
-            pack_len=config.data.pack_len,
-            max_texts_per_row=config.data.max_texts_per_row,
-            seed=config.seed,
+            train_ids, options=data_lib.BatchOptions.from_config(config.data), seed=config.seed
         )
         config.batch_size = max(1, round(args.batch / packing.texts_per_row))
     else:

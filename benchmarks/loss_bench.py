@@ -18,30 +18,21 @@ of a throughput result (`--step-json`; else a MiniLM B=32, L=64 step measured he
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-from cmhl_jax.runtime import ensure_fast_runtime  # noqa: E402
-
-if __name__ == "__main__":
-    ensure_fast_runtime()
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-
-from cmhl_jax.affect import build_affect_tables, default_affect_config  # noqa: E402
-from cmhl_jax.losses import cmhl_loss, loss_tables  # noqa: E402
+from cmhl_jax.affect import build_affect_tables, default_affect_config
+from cmhl_jax.losses import cmhl_loss, loss_tables
+from cmhl_jax.runtime import ensure_fast_runtime
 
 ALPHA, BETA, LAM = 0.5, 0.5, 0.4
 
@@ -156,6 +147,7 @@ def main(argv=None) -> None:
     p.add_argument("--no-step", action="store_true", help="skip the train-step share")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
+    ensure_fast_runtime()
     result = {
         "meta": {**common.machine_info(), "command": " ".join(["python", *sys.argv])},
         "large": measure(args.batch, args.reps),

@@ -18,21 +18,14 @@ freed memory, so the peak is roughly the sum of the phases' high-water marks).
 
 from __future__ import annotations
 
+import argparse
 import sys
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common
 
-from cmhl_jax.runtime import ensure_fast_runtime, release_free_memory  # noqa: E402
-
-if __name__ == "__main__":
-    ensure_fast_runtime()
-
-import argparse  # noqa: E402
-import time  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from cmhl_jax.runtime import ensure_fast_runtime, release_free_memory
 
 
 def op_category(kind: str, op_name: str) -> str:
@@ -102,6 +95,7 @@ def main(argv=None) -> None:
     p.add_argument("--trace-steps", type=int, default=3)
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
+    ensure_fast_runtime()
 
     import jax
     import numpy as np

@@ -27,33 +27,19 @@ preloaded, XLA CPU flags set. PyTorch runs in the same process, so it uses jemal
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common
+import numpy as np
 
-from cmhl_jax.runtime import ensure_fast_runtime, release_free_memory  # noqa: E402
-
-
-def _is_torch_child(argv: list[str]) -> bool:
-    """``--child torch_*``: a PyTorch memory child, which must not import jax (its RSS)."""
-    return "--child" in argv[:-1] and argv[argv.index("--child") + 1].startswith("torch")
-
-
-if __name__ == "__main__":
-    ensure_fast_runtime(configure_jax=not _is_torch_child(sys.argv))
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from cmhl_jax.runtime import ensure_fast_runtime, release_free_memory
 
 FRAMEWORKS = ("jax", "torch_eager", "torch_compile")
 
@@ -217,7 +203,8 @@ def memory_of(name: str, args) -> dict:
         "--device", args.device,
         "--warmup", str(args.warmup),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    # This interpreter on this script, an argument list: no shell, no outside input.
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())  # noqa: S603
     if proc.returncode != 0:
         raise RuntimeError(f"memory child {name} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -399,6 +386,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    # A PyTorch memory child must not import jax (its RSS is the measurement).
+    ensure_fast_runtime(configure_jax=not args.child.startswith("torch"))
     if args.child:
         child_main(args)
         return

@@ -1,64 +1,61 @@
 """Ablation and sweeps: train every arm x seed, score the best checkpoints, one table.
 
     python -m cmhl_jax.ablation --config configs/emotion_minilm.py --out runs/ablation \
-        [--seeds 5] [--arms ce_only,aux_heads,cmhl_sum,cmhl_product,cmhl_min] [--test FILE] \
-        [--sweep "loss.alpha=0.25,0.5,1.0" --sweep "affect.tau0=0.4,0.5"] \
-        [--parallel-runs N --devices 0,1,...] [--config.a.b=value ...]
+        [--seeds 5] [--arms ce_only,aux_heads,cmhl_sum,cmhl_product,cmhl_min] \
+        [--arm focal=loss.fn=examples.focal:loss,loss.gamma=2] [--arms_file arms.py] \
+        [--test FILE] [--sweep "loss.alpha=0.25,0.5,1.0" --sweep "affect.tau0=0.4,0.5"] \
+        [--workdirs DIR] [--parallel_runs N --devices 0,1,...] [--config.a.b=value ...]
     python -m cmhl_jax.ablation --readme README.md --from runs/ablation
 
-Arms (overrides on top of the config):
+An arm is a name plus config overrides. Built in (on top of the config):
 
 * `ce_only`: CE on the emotion head only (alpha = beta = lam = 0), the reference arm;
 * `aux_heads`: + valence and intensity heads (lam = 0);
 * `cmhl_sum`: + exclusivity term, the paper's sum form (loss.variant=sum);
 * `cmhl_product`, `cmhl_min`: the exclusivity term with p_i*p_j or min(p_i, p_j).
 
-`--sweep KEY=V1,V2,...` (repeatable) runs the grid of all value combinations on top of each
-arm (default arm with a sweep: cmhl_sum); the reference arm is always run too.
+More arms without code: `--arm NAME=KEY=VALUE,KEY=VALUE` (repeatable), or `--arms_file F`, a
+Python file whose `get_arms()` returns {name: [overrides]}. A plug-in loss is an arm like any
+other (`loss.fn=MODULE:FUNCTION` plus its own `loss.<name>` fields). `--sweep KEY=V1,V2,...`
+(repeatable) runs the grid of all value combinations on top of each arm (default arm with a
+sweep: cmhl_sum); the reference arm is always run too.
 
-Each run is `train_and_evaluate` into `OUT/runs/<arm>_s<seed>` with `seed=<seed>`. A run whose
-summary.json exists and was not stopped by a signal is skipped, so the command resumes after
-an interruption (and an interrupted run resumes from its latest checkpoint). Runs go one
-after another in this process, or, with `--parallel-runs N`, in N worker processes, each
-pinned to one accelerator via CUDA_VISIBLE_DEVICES (from `--devices`, default 0..N-1).
-
-Then every run's best checkpoint is scored on val (and `--test`) with `evaluate_split`
-(cached in the run dir), and OUT/ablation.md, OUT/ablation.csv (per arm), OUT/ablation_runs.csv
-(per run) and OUT/ablation_<split>.png are written. The table gives per arm the mean ± sd over
-seeds of accuracy, macro-F1, weighted-F1, contradiction rate and ECE, and a paired bootstrap
-95% CI of the arm's difference to the reference arm in macro-F1 and accuracy (see
-`cmhl_jax.stats`: seed i paired with seed i, texts resampled, same resample for every pair).
+Each run trains with `train_and_evaluate` into `WORKDIRS/<arm>_s<seed>` (default
+`OUT/workdirs`) and its best checkpoint is scored on val (and `--test`). The scores go to
+`OUT/runs/<arm>_s<seed>.json` (metrics, steps, the val curve, the run's config) and `.npz`
+(per-text predictions for the bootstrap). A run whose record holds every requested split is
+skipped, so the command resumes after an interruption and on another machine from committed
+records alone (an interrupted training resumes from its latest checkpoint). Then OUT/ablation.md,
+OUT/ablation.csv (per arm), OUT/ablation_runs.csv (per run) and OUT/ablation_<split>.png are
+written: per arm the mean ± sd over seeds of accuracy, macro-F1, weighted-F1, contradiction
+rate and ECE, and the paired bootstrap 95% CI of each one's difference to the reference arm
+(see `cmhl_jax.stats`: seed i paired with seed i, texts resampled).
 """
 
 from __future__ import annotations
 
-if __name__ == "__main__":
-    from cmhl_jax.runtime import ensure_fast_runtime
+import concurrent.futures
+import csv
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import queue
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
-    ensure_fast_runtime()
+import numpy as np
+from absl import flags
 
-import argparse  # noqa: E402
-import concurrent.futures  # noqa: E402
-import csv  # noqa: E402
-import dataclasses  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import queue  # noqa: E402
-import re  # noqa: E402
-import shlex  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cmhl_jax import stats  # noqa: E402
-from cmhl_jax.cli import config_overrides  # noqa: E402
-from cmhl_jax.config import ConfigError, apply_overrides, load_config, to_json  # noqa: E402
-from cmhl_jax.docs import replace_marked_block  # noqa: E402
+from cmhl_jax import cli, stats
+from cmhl_jax.config import ConfigError, override, to_json
+from cmhl_jax.docs import replace_marked_block
+from cmhl_jax.errors import UserError
+from cmhl_jax.runtime import ensure_fast_runtime
 
 log = logging.getLogger("cmhl_jax.ablation")
 
@@ -78,9 +75,12 @@ METRIC_TITLES = {
     "contradiction_rate": "contradiction",
     "ece": "ECE",
 }
+# Config keys that name places on one machine: a run's record is reused on another machine
+# when everything else matches.
+MACHINE_KEYS = ("data.local_dir", "data.cache_dir", "model.encoder")
 
 
-class AblationError(RuntimeError):
+class AblationError(UserError, RuntimeError):
     """A run was stopped or failed, or the output dir holds runs of another config."""
 
 
@@ -100,10 +100,43 @@ class Run:
     arm: Arm
     seed: int
     workdir: Path
+    record: Path  # OUT/runs/<arm>_s<seed>.json
 
     @property
     def name(self) -> str:
         return f"{self.arm.name} seed {self.seed}"
+
+
+# ------------------------------------------------------------------------------------------
+# Arms
+
+
+def split_overrides(text: str) -> list[str]:
+    """`a.b=1,c.d=(16,32)` -> ["a.b=1", "c.d=(16,32)"]: commas split only before a `key=`."""
+    return [part for part in re.split(r",(?=[A-Za-z_][\w.]*=)", text) if part]
+
+
+def parse_arm(text: str) -> tuple[str, list[str]]:
+    """`NAME=KEY=VALUE,KEY=VALUE` -> (name, overrides)."""
+    name, sep, rest = text.partition("=")
+    overrides = split_overrides(rest)
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name) or not overrides:
+        raise ConfigError(f"--arm {text!r} must look like NAME=KEY=VALUE,KEY=VALUE")
+    if any("=" not in item for item in overrides):
+        raise ConfigError(f"--arm {text!r}: every override must be KEY=VALUE")
+    return name, overrides
+
+
+def load_arms_file(path: str) -> dict[str, list[str]]:
+    """The arms of a Python file: `get_arms()` -> {name: [overrides] or "k=v,k=v"}."""
+    import runpy
+
+    if not Path(path).is_file():
+        raise ConfigError(f"--arms_file {path} not found")
+    arms = runpy.run_path(path).get("get_arms", lambda: None)()
+    if not isinstance(arms, dict):
+        raise ConfigError(f"{path}: get_arms() must return {{name: [overrides]}}")
+    return {n: split_overrides(v) if isinstance(v, str) else list(v) for n, v in arms.items()}
 
 
 def parse_sweep(text: str) -> tuple[str, list[str]]:
@@ -114,15 +147,18 @@ def parse_sweep(text: str) -> tuple[str, list[str]]:
     return key.strip().removeprefix("config."), items
 
 
-def build_arms(arm_names: list[str], sweeps: list[tuple[str, list[str]]]) -> list[Arm]:
-    """The arms to run: each named arm, times the sweep grid; the reference arm first."""
-    unknown = [a for a in arm_names if a not in ARMS]
+def build_arms(arm_names: list[str], sweeps: list[tuple[str, list[str]]], custom=None):
+    """The arms to run: each named arm (built in or `custom` {name: overrides}), times the
+    sweep grid; the reference arm first."""
+    custom = dict(custom or {})
+    known = {**ARMS, **{name: ("custom: " + ",".join(o), o) for name, o in custom.items()}}
+    unknown = [a for a in arm_names if a not in known]
     if unknown:
-        raise ConfigError(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+        raise ConfigError(f"unknown arm(s) {unknown}; known: {', '.join(known)}")
     arms = []
     grid = list(itertools.product(*[[(k, v) for v in values] for k, values in sweeps]))
     for name in arm_names:
-        description, overrides = ARMS[name]
+        description, overrides = known[name]
         if not sweeps or name == REFERENCE:
             arms.append(Arm(name, description, tuple(overrides)))
             continue
@@ -136,41 +172,68 @@ def build_arms(arm_names: list[str], sweeps: list[tuple[str, list[str]]]) -> lis
     return sorted(arms, key=lambda a: a.name != REFERENCE)
 
 
-def run_config(base_path: str, overrides: list[str], arm: Arm, seed: int, out: Path):
-    config = apply_overrides(load_config(base_path), [*overrides, *arm.overrides])
-    config.seed = seed
+def run_config(base_path: str, overrides: list[str], arm: Arm, seed: int, cache: Path):
+    config = override(base_path, [*overrides, *arm.overrides, f"seed={seed}"])
     if not config.data.cache_dir:
-        config.data.cache_dir = str(out / "cache")  # tokenise once for all runs
+        config.data.cache_dir = str(cache)  # tokenise once for all runs
     return config
 
 
-def is_finished(workdir: Path) -> bool:
+# ------------------------------------------------------------------------------------------
+# Training
+
+
+def _flat(config) -> dict:
+    def walk(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from walk(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    return dict(walk(json.loads(to_json(config)) if not isinstance(config, dict) else config))
+
+
+def config_differences(stored: dict, config) -> list[str]:
+    """Keys whose values differ between a run's stored config and `config` (keys only one of
+    them has, e.g. fields added by a later version with their defaults, and machine paths do
+    not count)."""
+    new = _flat(config)
+    old = _flat(stored)
+    return sorted(k for k in old.keys() & new.keys() if k not in MACHINE_KEYS and old[k] != new[k])
+
+
+def _check_same_config(run: Run, config) -> None:
+    for path in (run.record, run.workdir / "run_config.json"):
+        if not path.is_file():
+            continue
+        stored = json.loads(path.read_text())
+        stored = stored.get("config", stored) if path == run.record else stored
+        if diff := config_differences(stored, config):
+            raise AblationError(
+                f"{path} is a run of another config (differs in {', '.join(diff[:5])}); "
+                "use a new --out, or the same config and overrides"
+            )
+    run.workdir.mkdir(parents=True, exist_ok=True)
+    if not (run.workdir / "run_config.json").is_file():
+        (run.workdir / "run_config.json").write_text(to_json(config))
+
+
+def is_trained(workdir: Path) -> bool:
     summary = workdir / "summary.json"
     if not summary.is_file():
         return False
     try:
-        return json.loads(summary.read_text()).get("stopped_by") is None
+        return json.loads(summary.read_text()).get("stopped_by") in (None, "early_stopping")
     except json.JSONDecodeError:
         return False
-
-
-def _check_same_config(workdir: Path, config) -> None:
-    stored = workdir / "run_config.json"
-    text = to_json(config)
-    if stored.is_file() and stored.read_text() != text:
-        raise AblationError(
-            f"{workdir} was trained with another config (see {stored}); "
-            "use a new --out, or the same config and overrides"
-        )
-    workdir.mkdir(parents=True, exist_ok=True)
-    stored.write_text(text)
 
 
 def train_in_process(config, workdir: Path) -> None:
     from cmhl_jax.loop import train_and_evaluate
 
     summary = train_and_evaluate(config, workdir)
-    if summary.get("stopped_by"):
+    if summary.get("stopped_by") not in (None, "early_stopping"):
         raise AblationError(
             f"{workdir}: stopped by {summary['stopped_by']}; rerun the command to resume"
         )
@@ -181,31 +244,23 @@ def train_worker(workdir: Path, device: str | None) -> None:
     env = dict(os.environ)
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
-    command = [sys.executable, "-m", "cmhl_jax.ablation", "--train-run", str(workdir)]
+    command = [sys.executable, "-m", "cmhl_jax.ablation", "--train_run", str(workdir)]
     with (workdir / "train.log").open("a") as log_file:
-        result = subprocess.run(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    if result.returncode != 0 or not is_finished(workdir):
+        # Our own interpreter and module: no untrusted input.
+        result = subprocess.run(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)  # noqa: S603
+    if result.returncode != 0 or not is_trained(workdir):
         raise AblationError(
             f"{workdir}: worker exited with {result.returncode}; see {workdir / 'train.log'}"
         )
 
 
-def train_runs(
-    runs: list[Run], configs: dict[Path, object], *, parallel_runs: int = 1, devices=None
-) -> None:
-    pending = []
-    for run in runs:
-        _check_same_config(run.workdir, configs[run.workdir])
-        if is_finished(run.workdir):
-            log.info("skip %s: finished (%s)", run.name, run.workdir / "summary.json")
-        else:
-            pending.append(run)
-    if not pending:
-        return
+def train_runs(runs: list[Run], configs: dict, *, parallel_runs: int = 1, devices=None) -> None:
+    """Trains the runs that need it (no complete record and no finished workdir)."""
+    pending = [r for r in runs if not is_trained(r.workdir)]
     if parallel_runs <= 1:
         for i, run in enumerate(pending):
             log.info("train %s (%d/%d) in %s", run.name, i + 1, len(pending), run.workdir)
-            train_in_process(configs[run.workdir], run.workdir)
+            train_in_process(configs[run], run.workdir)
         return
     slots: queue.Queue = queue.Queue()
     for k in range(parallel_runs):
@@ -227,33 +282,75 @@ def train_runs(
 
 
 # ------------------------------------------------------------------------------------------
-# Scoring
+# Scoring: one record per run
 
 
-def evaluate_run(workdir: Path, split: str, spec: str) -> dict:
-    """Scores the best checkpoint on one split; cached in <workdir>/ablation_eval/<split>.*"""
-    cache_dir = workdir / "ablation_eval"
-    report_path, arrays_path = cache_dir / f"{split}.json", cache_dir / f"{split}.npz"
-    summary_mtime = (workdir / "summary.json").stat().st_mtime
-    if report_path.is_file() and arrays_path.is_file():
-        cached = json.loads(report_path.read_text())
-        if cached.get("spec") == spec and report_path.stat().st_mtime >= summary_mtime:
-            with np.load(arrays_path) as arrays:
-                return {**cached, "labels": arrays["labels"], "preds": arrays["preds"]}
+def val_curve(workdir: Path) -> list[dict]:
+    """The epoch-end validation records of a run's metrics.jsonl."""
+    path = workdir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [
+        {k: r[k] for k in ("step", "epoch", "val_accuracy", "val_macro_f1") if k in r}
+        for r in records
+        if "val_macro_f1" in r
+    ]
+
+
+def score_run(run: Run, config, splits: dict[str, str]) -> dict:
+    """Scores the run's best checkpoint on every split missing from its record and writes
+    the record (JSON) and the per-text predictions (NPZ)."""
+    record = json.loads(run.record.read_text()) if run.record.is_file() else {}
+    arrays_path = run.record.with_suffix(".npz")
+    arrays = dict(np.load(arrays_path)) if arrays_path.is_file() else {}
+    scores = record.get("scores", {})
+    missing = {s: spec for s, spec in splits.items() if scores.get(s, {}).get("spec") != spec}
+    if not missing:
+        return record
     from cmhl_jax.evaluate import evaluate_split, load_trained
 
-    trained = load_trained(workdir, "best")
-    report, examples, probs = evaluate_split(trained, spec)
-    result = {
-        "spec": spec,
-        "step": trained.step,
-        **{k: report[k] for k in (*TABLE_METRICS, "num_examples")},
+    if not is_trained(run.workdir):
+        raise AblationError(f"{run.name}: {run.record} lacks {sorted(missing)}, no trained run")
+    trained = load_trained(run.workdir, "best")
+    for split, spec in missing.items():
+        report, examples, probs = evaluate_split(trained, spec)
+        keys = (*trained.task.table_metrics, "num_examples")
+        scores[split] = {"spec": spec, **{k: report[k] for k in keys if k in report}}
+        arrays[f"{split}_labels"] = examples.labels.astype(np.int16)
+        arrays[f"{split}_probs"] = probs[trained.task.primary].astype(np.float32)
+    summary = json.loads((run.workdir / "summary.json").read_text())
+    record = {
+        "arm": run.arm.name,
+        "seed": run.seed,
+        "overrides": list(run.arm.overrides),
+        "steps": summary["step"],
+        "best_step": trained.step,
+        "wall_time_s": summary.get("wall_time_s"),
+        "scores": scores,
+        "val_curve": val_curve(run.workdir),
+        "config": _flat(config),
     }
-    cache_dir.mkdir(exist_ok=True)
-    preds = probs["emotion"].argmax(-1).astype(np.int16)
-    np.savez(arrays_path, labels=examples.labels, preds=preds, emotion=probs["emotion"])
-    report_path.write_text(json.dumps(result, indent=2))
-    return {**result, "labels": examples.labels, "preds": preds}
+    run.record.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(arrays_path, **arrays)
+    run.record.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def bootstrap_inputs(run: Run, split: str, config) -> dict:
+    """The per-text arrays of one run on one split, for `stats.paired_bootstrap`."""
+    from cmhl_jax.tasks import make_task
+
+    task = make_task(config)
+    with np.load(run.record.with_suffix(".npz")) as arrays:
+        labels, probs = arrays[f"{split}_labels"], arrays[f"{split}_probs"]
+    if task.bootstrap_inputs is None:  # the table gets no CIs (e.g. multi-label tasks)
+        return {"labels": labels}
+    return {"labels": labels, **task.bootstrap_inputs(probs, labels)}
+
+
+# ------------------------------------------------------------------------------------------
+# The table
 
 
 def summarize(
@@ -263,27 +360,32 @@ def summarize(
     num_classes: int,
     resamples: int,
     bootstrap_seed: int,
+    metrics: tuple[str, ...] = TABLE_METRICS,
 ) -> list[dict]:
-    """One row per arm: mean/sd of every table metric and the paired bootstrap CIs."""
+    """One row per arm: mean/sd of every table metric and the paired bootstrap CIs.
+
+    `results[(arm, seed)]` holds the run's metrics and its per-text arrays (`labels`,
+    `preds` and, from `stats.per_text_inputs`, the contradiction and ECE inputs)."""
     rows = []
-    reference = {seed: results[(REFERENCE, seed)] for (arm, seed) in results if arm == REFERENCE}
+    reference = {seed: r for (arm, seed), r in results.items() if arm == REFERENCE}
     for arm in arms:
         seeds = sorted(seed for (name, seed) in results if name == arm.name)
         row = {"arm": arm.name, "description": arm.description, "seeds": len(seeds)}
         row["overrides"] = " ".join(arm.overrides)
-        for metric in TABLE_METRICS:
+        for metric in metrics:
             mean, sd = stats.mean_sd([results[(arm.name, s)][metric] for s in seeds])
             row[f"{metric}_mean"], row[f"{metric}_sd"] = mean, sd
         paired = [s for s in seeds if s in reference]
-        if arm.name != REFERENCE and paired:
+        bootstrap = paired and "preds" in reference[paired[0]]
+        if arm.name != REFERENCE and bootstrap:
             labels = reference[paired[0]]["labels"]
             for s in paired:
                 if not np.array_equal(results[(arm.name, s)]["labels"], labels):
                     raise AblationError(f"{arm.name} seed {s} was scored on other texts")
             ci = stats.paired_bootstrap(
                 labels,
-                np.stack([results[(arm.name, s)]["preds"] for s in paired]),
-                np.stack([reference[s]["preds"] for s in paired]),
+                [results[(arm.name, s)] for s in paired],
+                [reference[s] for s in paired],
                 num_classes,
                 num_resamples=resamples,
                 seed=bootstrap_seed,
@@ -296,22 +398,20 @@ def summarize(
     return rows
 
 
-def markdown_table(rows: list[dict], *, split: str) -> str:
-    header = [
-        "arm",
-        "seeds",
-        *(METRIC_TITLES[m] for m in TABLE_METRICS),
-        f"Δ macro-F1 vs {REFERENCE} [95% CI]",
-        f"Δ accuracy vs {REFERENCE} [95% CI]",
-    ]
+def markdown_table(
+    rows: list[dict], *, split: str, metrics: tuple[str, ...] = TABLE_METRICS
+) -> str:
+    """Mean ± sd per arm, then the CI of the difference to the reference for each metric."""
+    titles = [METRIC_TITLES.get(m, m) for m in metrics]
+    header = ["arm", "seeds", *titles, *(f"Δ {t} [95% CI]" for t in titles)]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|",
     ]
     for row in rows:
         cells = [f"`{row['arm']}`", str(row["seeds"])]
-        cells += [stats.format_mean_sd(row[f"{m}_mean"], row[f"{m}_sd"]) for m in TABLE_METRICS]
-        for metric in ("macro_f1", "accuracy"):
+        cells += [stats.format_mean_sd(row[f"{m}_mean"], row[f"{m}_sd"]) for m in metrics]
+        for metric in metrics:
             if f"{metric}_diff" in row:
                 cells.append(
                     stats.format_ci(
@@ -326,15 +426,16 @@ def markdown_table(rows: list[dict], *, split: str) -> str:
 
 def write_outputs(
     out: Path,
-    rows_by_split: dict[str, list[dict]],
+    rows_by_split: dict,
     per_run: list[dict],
     *,
     command: str,
     resamples: int,
-    steps: list[int],
+    metrics: tuple[str, ...] = TABLE_METRICS,
 ) -> None:
     from cmhl_jax.plots import plot_ablation
 
+    steps = [r["steps"] for r in per_run]
     parts = [
         "Generated by `python -m cmhl_jax.ablation`; do not edit by hand.",
         "",
@@ -345,16 +446,17 @@ def write_outputs(
         f"with a paired bootstrap 95% CI ({resamples} resamples of the texts; seed i of an "
         f"arm paired with seed i of `{REFERENCE}`, the same resampled texts for both; the CI "
         "covers text sampling, not seed variance). Contradiction: share of texts with both a "
-        "positive and a negative emotion >= eval.contradiction_threshold.",
+        "positive and a negative emotion >= eval.contradiction_threshold. ECE: 15 bins.",
     ]
     for split, rows in rows_by_split.items():
         n = per_run[0].get(f"{split}_num_examples") if per_run else None
-        parts += ["", f"**{split}** ({n} texts)", "", markdown_table(rows, split=split)]
+        table = markdown_table(rows, split=split, metrics=metrics)
+        parts += ["", f"**{split}** ({n} texts)", "", table]
         plot_ablation(rows, out / f"ablation_{split}.png", title=f"{split}: mean ± sd over seeds")
     (out / "ablation.md").write_text("\n".join(parts) + "\n")
 
     fields = ["split", "arm", "description", "overrides", "seeds", "paired_seeds"]
-    for metric in TABLE_METRICS:
+    for metric in metrics:
         fields += [f"{metric}_mean", f"{metric}_sd"]
     for metric in stats.BOOTSTRAP_METRICS:
         fields += [f"{metric}_diff", f"{metric}_low", f"{metric}_high"]
@@ -370,6 +472,19 @@ def write_outputs(
         writer.writerows(per_run)
 
 
+def per_run_row(record: dict, splits, metrics: tuple[str, ...] = TABLE_METRICS) -> dict:
+    """One row of ablation_runs.csv: arm, seed, steps, and each split's metrics (the val
+    metrics also without prefix: accuracy, macro_f1, contradiction_rate, ...)."""
+    row = {"arm": record["arm"], "seed": record["seed"], "steps": record["steps"]}
+    row["best_step"] = record["best_step"]
+    row.update({m: record["scores"]["val"][m] for m in metrics})
+    for split in splits:
+        scores = record["scores"][split]
+        row[f"{split}_num_examples"] = scores["num_examples"]
+        row.update({f"{split}_{m}": scores[m] for m in metrics})
+    return row
+
+
 def update_readme(readme: str | Path, table_md: str | Path) -> None:
     """Replaces the text between the ablation markers of `readme` with `table_md`'s text."""
     try:
@@ -381,112 +496,151 @@ def update_readme(readme: str | Path, table_md: str | Path) -> None:
 # ------------------------------------------------------------------------------------------
 # Command line
 
+FLAGS = flags.FlagValues()
+cli.define_config_flag(FLAGS)
+_OUT = flags.DEFINE_string(
+    "out", None, "output dir (runs/, ablation.md, .csv, .png)", flag_values=FLAGS
+)
+_WORKDIRS = flags.DEFINE_string(
+    "workdirs", None, "training workdirs (default OUT/workdirs)", flag_values=FLAGS
+)
+_SEEDS = flags.DEFINE_integer("seeds", 5, "seeds 0..N-1 per arm", lower_bound=1, flag_values=FLAGS)
+_ARMS = flags.DEFINE_list("arms", None, f"arms to run, from {','.join(ARMS)}", flag_values=FLAGS)
+_ARM = flags.DEFINE_multi_string(
+    "arm", [], "a custom arm: NAME=KEY=VALUE,KEY=VALUE (repeatable)", flag_values=FLAGS
+)
+_ARMS_FILE = flags.DEFINE_string(
+    "arms_file", None, "Python file with get_arms() -> {name: [overrides]}", flag_values=FLAGS
+)
+_SWEEP = flags.DEFINE_multi_string("sweep", [], "KEY=V1,V2,... (grid)", flag_values=FLAGS)
+_TEST = flags.DEFINE_string(
+    "test", None, "also score this split (file or hf:...)", flag_values=FLAGS
+)
+_RESAMPLES = flags.DEFINE_integer("resamples", 2000, "bootstrap resamples", flag_values=FLAGS)
+_BOOTSTRAP_SEED = flags.DEFINE_integer("bootstrap_seed", 0, "bootstrap seed", flag_values=FLAGS)
+_PARALLEL_RUNS = flags.DEFINE_integer(
+    "parallel_runs", 1, "worker processes", lower_bound=1, flag_values=FLAGS
+)
+_DEVICES = flags.DEFINE_list("devices", None, "CUDA device ids for the workers", flag_values=FLAGS)
+_README = flags.DEFINE_string("readme", None, "README to update (with --from)", flag_values=FLAGS)
+_FROM = flags.DEFINE_string("from", None, "ablation output dir (with --readme)", flag_values=FLAGS)
+_REPORT_ONLY = flags.DEFINE_bool(
+    "report_only",
+    False,
+    "train nothing: the table over the runs already scored or trained",
+    flag_values=FLAGS,
+)
+_TRAIN_RUN = flags.DEFINE_string(
+    "train_run", None, "(internal) worker: train one workdir", flag_values=FLAGS
+)
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description="CMHL ablation: arms x seeds, best-checkpoint scores, one table.",
-        epilog="Config overrides for every run: --config.max_steps=200 --config.data.local_dir=D",
-    )
-    parser.add_argument("--config", help="config file, e.g. configs/emotion_minilm.py")
-    parser.add_argument("--out", help="output dir (runs/, ablation.md, .csv, .png)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per arm")
-    parser.add_argument("--arms", default=None, help=f"comma-separated, from {','.join(ARMS)}")
-    parser.add_argument("--sweep", action="append", default=[], help="KEY=V1,V2,... (grid)")
-    parser.add_argument("--test", default=None, help="also score this split (file or hf:...)")
-    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
-    parser.add_argument("--bootstrap-seed", type=int, default=0)
-    parser.add_argument("--parallel-runs", type=int, default=1, help="worker processes")
-    parser.add_argument("--devices", default=None, help="CUDA device ids for the workers")
-    parser.add_argument("--readme", default=None, help="README to update (with --from)")
-    parser.add_argument("--from", dest="from_dir", default=None, help="ablation output dir")
-    parser.add_argument("--train-run", default=None, help=argparse.SUPPRESS)
-    args, rest = parser.parse_known_args(argv)
-    overrides = config_overrides(parser, rest)
-    if args.readme or args.from_dir:
-        if not (args.readme and args.from_dir):
-            parser.error("--readme and --from go together")
-    elif not args.train_run and not (args.config and args.out):
-        parser.error("--config and --out are required")
-    if args.seeds < 1 or args.parallel_runs < 1:
-        parser.error("--seeds and --parallel-runs must be >= 1")
-    return parser, args, overrides
+
+def plan_runs(argv_overrides: list[str], out: Path) -> tuple[list[Arm], list[Run], dict]:
+    """The arms, the runs (arm x seed) and each run's config, from the flags."""
+    custom = load_arms_file(_ARMS_FILE.value) if _ARMS_FILE.value else {}
+    custom.update(dict(parse_arm(text) for text in _ARM.value))
+    sweeps = [parse_sweep(s) for s in _SWEEP.value]
+    names = _ARMS.value or ([] if custom else ["cmhl_sum"] if sweeps else list(ARMS))
+    names = [*names, *(name for name in custom if name not in names)]
+    arms = build_arms(names, sweeps, custom)
+    workdirs = Path(_WORKDIRS.value) if _WORKDIRS.value else out / "workdirs"
+    runs, configs = [], {}
+    for arm in arms:
+        for seed in range(_SEEDS.value):
+            name = f"{arm.dirname}_s{seed}"
+            run = Run(arm, seed, workdirs / name, out / "runs" / f"{name}.json")
+            configs[run] = run_config(
+                FLAGS["config"].config_filename,
+                argv_overrides,
+                arm,
+                seed,
+                workdirs.parent / "cache",
+            )
+            runs.append(run)
+    return arms, runs, configs
 
 
-def main(argv=None) -> int:
-    from cmhl_jax.cli import setup_logging
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser, args, overrides = parse_args(argv)
-    setup_logging()
-    if args.readme:
-        update_readme(args.readme, Path(args.from_dir) / "ablation.md")
-        print(f"updated {args.readme} from {Path(args.from_dir) / 'ablation.md'}")
-        return 0
-    if args.train_run:  # worker of --parallel-runs
-        workdir = Path(args.train_run)
-        config = ml_collections.ConfigDict(json.loads((workdir / "run_config.json").read_text()))
-        train_in_process(config, workdir)
-        return 0
-
-    out = Path(args.out)
-    try:
-        arm_names = args.arms.split(",") if args.arms else None
-        sweeps = [parse_sweep(s) for s in args.sweep]
-        if arm_names is None:
-            arm_names = ["cmhl_sum"] if sweeps else list(ARMS)
-        arms = build_arms([a.strip() for a in arm_names if a.strip()], sweeps)
-        configs, runs = {}, []
-        for arm in arms:
-            for seed in range(args.seeds):
-                workdir = out / "runs" / f"{arm.dirname}_s{seed}"
-                configs[workdir] = run_config(args.config, overrides, arm, seed, out)
-                runs.append(Run(arm, seed, workdir))
-    except ConfigError as err:
-        parser.error(str(err))
-    out.mkdir(parents=True, exist_ok=True)
-    devices = args.devices.split(",") if args.devices else None
-    try:
-        train_runs(runs, configs, parallel_runs=args.parallel_runs, devices=devices)
-    except AblationError as err:
-        log.error("%s", err)
-        return 1
-
-    from cmhl_jax.affect import build_affect_tables
+def ablate(argv: list[str]) -> None:
+    out = Path(_OUT.value)
+    overrides = [arg.removeprefix("--config.") for arg in argv if arg.startswith("--config.")]
+    arms, runs, configs = plan_runs(overrides, out)
+    first = configs[runs[0]]
     from cmhl_jax.data import split_spec
 
-    first = configs[runs[0].workdir]
     splits = {"val": split_spec(first.data, first.data.val_split)}
-    if args.test:
-        splits["test"] = args.test
-    num_classes = len(build_affect_tables(first.affect).emotion_names)
-    rows_by_split, per_run = {}, {run.workdir: {} for run in runs}
-    for split, spec in splits.items():
-        results = {}
-        for run in runs:
-            result = evaluate_run(run.workdir, split, spec)
-            results[(run.arm.name, run.seed)] = result
-            row = per_run[run.workdir]
-            row.update(arm=run.arm.name, seed=run.seed, step=result["step"])
-            row[f"{split}_num_examples"] = result["num_examples"]
-            row.update({f"{split}_{m}": result[m] for m in TABLE_METRICS})
+    if _TEST.value:
+        splits["test"] = _TEST.value
+    for run in runs:
+        _check_same_config(run, configs[run])
+    if _REPORT_ONLY.value:
+        runs = [r for r in runs if _record_has(r, splits) or is_trained(r.workdir)]
+        if not runs:
+            raise AblationError("--report_only: no run is scored or trained yet")
+        arms = [a for a in arms if any(r.arm == a for r in runs)]
+    todo = [r for r in runs if not _record_has(r, splits)]
+    for run in runs:
+        if run not in todo:
+            log.info("skip %s: scored in %s", run.name, run.record)
+    devices = _DEVICES.value
+    train_runs(todo, configs, parallel_runs=_PARALLEL_RUNS.value, devices=devices)
+    records = {run: score_run(run, configs[run], splits) for run in runs}
+    from cmhl_jax.tasks import make_task
+
+    task = make_task(first)
+    metrics, num_classes = task.table_metrics, len(task.label_names)
+    rows_by_split = {}
+    for split in splits:
+        results = {
+            (run.arm.name, run.seed): {
+                **records[run]["scores"][split],
+                **bootstrap_inputs(run, split, configs[run]),
+            }
+            for run in runs
+        }
         rows_by_split[split] = summarize(
             results,
             arms,
             num_classes=num_classes,
-            resamples=args.resamples,
-            bootstrap_seed=args.bootstrap_seed,
+            resamples=_RESAMPLES.value,
+            bootstrap_seed=_BOOTSTRAP_SEED.value,
+            metrics=metrics,
         )
-    steps = [json.loads((r.workdir / "summary.json").read_text())["step"] for r in runs]
+    per_run = [per_run_row(records[run], splits, metrics) for run in runs]
     command = "python -m cmhl_jax.ablation " + shlex.join(argv)
     write_outputs(
-        out,
-        rows_by_split,
-        list(per_run.values()),
-        command=command,
-        resamples=args.resamples,
-        steps=steps,
+        out, rows_by_split, per_run, command=command, resamples=_RESAMPLES.value, metrics=metrics
     )
     print((out / "ablation.md").read_text())
+
+
+def _record_has(run: Run, splits: dict[str, str]) -> bool:
+    if not run.record.is_file() or not run.record.with_suffix(".npz").is_file():
+        return False
+    scores = json.loads(run.record.read_text()).get("scores", {})
+    return all(scores.get(split, {}).get("spec") == spec for split, spec in splits.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cli.parse(FLAGS, argv, "cmhl-ablation", __doc__)
+    ensure_fast_runtime()
+    cli.setup_logging()
+    with cli.user_errors("cmhl-ablation"):
+        if _README.value or _FROM.value:
+            if not (_README.value and _FROM.value):
+                cli.usage_error("cmhl-ablation", "--readme and --from go together")
+            update_readme(_README.value, Path(_FROM.value) / "ablation.md")
+            print(f"updated {_README.value} from {Path(_FROM.value) / 'ablation.md'}")
+        elif _TRAIN_RUN.value:  # a worker of --parallel_runs
+            from ml_collections import ConfigDict
+
+            workdir = Path(_TRAIN_RUN.value)
+            config = ConfigDict(json.loads((workdir / "run_config.json").read_text()))
+            train_in_process(config, workdir)
+        elif not FLAGS["config"].present or not _OUT.value:
+            cli.usage_error("cmhl-ablation", "--config and --out are required")
+        else:
+            ablate(argv)
     return 0
 
 

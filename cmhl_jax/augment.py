@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cmhl_jax.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 Synonyms = Callable[[str], Sequence[str]]
@@ -109,7 +111,7 @@ LEXNAMES = (
 _WORD = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
 
 
-class WordNetMissingError(RuntimeError):
+class WordNetMissingError(UserError, RuntimeError):
     """WordNet is not installed where nltk or this module can find it."""
 
 

@@ -10,22 +10,59 @@ ones, so a crash never leaves the workdir without its last good checkpoint.
 from __future__ import annotations
 
 import logging
-import shutil
+import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+from cmhl_jax.errors import UserError
+from cmhl_jax.paths import workdir_path
 
 log = logging.getLogger(__name__)
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # Orbax writes `<step>.orbax-checkpoint-tmp*` first
 
 
-class CheckpointMismatchError(ValueError):
-    """The workdir holds checkpoints of another model or head layout."""
+class CheckpointModelMismatchError(UserError, ValueError):
+    """This checkpoint does not match the workdir's model (another model or head layout)."""
 
 
-def _manager(directory: Path, keep: int, metric: str | None) -> ocp.CheckpointManager:
+class CheckpointSaveError(UserError, OSError):
+    """A save failed (full disk, I/O error); the previous checkpoints are intact and the
+    partial save was removed. The message is one line: step, workdir, cause."""
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The OSError that caused `err` (itself, or along its __cause__/__context__ chain: Orbax
+    and tensorstore wrap the writer's error)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _looks_like_io_error(err: BaseException) -> bool:
+    text = str(err)
+    return any(
+        marker in text
+        for marker in ("No space left", "ENOSPC", "Disk quota", "Input/output error", "EIO")
+    )
+
+
+def _remove_tree(path: epath.Path) -> None:
+    """Deletes a folder (local or remote), ignoring errors, as shutil.rmtree(ignore_errors)."""
+    try:
+        path.rmtree(missing_ok=True)
+    except OSError as err:
+        log.debug("could not remove %s: %s", path, err)
+
+
+def _manager(directory: epath.Path, keep: int, metric: str | None) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
         best_fn=(lambda m: m[metric]) if metric else None,
@@ -40,20 +77,58 @@ class Checkpoints:
     """The two managers of a workdir. `metric` names the validation metric of "best"."""
 
     def __init__(self, workdir: str | Path, *, keep_best: int, metric: str):
-        root = Path(workdir).resolve() / "checkpoints"
+        root = workdir_path(workdir) / "checkpoints"  # local or a URL (gs://...)
+        self.root = root
         self.metric = metric
         self.latest = _manager(root / "latest", keep=2, metric=None)
         self.best = _manager(root / "best", keep=keep_best, metric=metric)
 
     def save(self, step: int, state, meta: dict, *, val_metrics: dict | None = None) -> None:
-        """Saves `state` (host pytree) as latest and, when validated, as a best candidate."""
+        """Saves `state` (host pytree) as latest and, when validated, as a best candidate.
+
+        Synchronous (the managers are not async; `wait_until_finished` also surfaces a failed
+        background commit here). A failure to write (full disk, I/O error) removes the
+        partial `<step>.orbax-checkpoint-tmp*` folders, leaves every earlier checkpoint
+        usable and raises `CheckpointSaveError`.
+        """
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        if step not in self.latest.all_steps():
-            self.latest.save(step, args=args)
-        if val_metrics is not None and step not in self.best.all_steps():
-            self.best.save(step, args=args, metrics={self.metric: val_metrics[self.metric]})
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+        try:
+            if step not in self.latest.all_steps():
+                self.latest.save(step, args=args)
+            if val_metrics is not None and step not in self.best.all_steps():
+                self.best.save(step, args=args, metrics={self.metric: val_metrics[self.metric]})
+            self.latest.wait_until_finished()
+            self.best.wait_until_finished()
+        except Exception as err:
+            self._discard_partial(step)
+            cause = _os_error_in(err)
+            if cause is None and not _looks_like_io_error(err):
+                raise
+            reason = f"{type(cause or err).__name__}: {cause or err}"
+            raise CheckpointSaveError(
+                f"checkpoint save at step {step} in {self.root.parent} failed ("
+                + " ".join(reason.split())
+                + "); the previous checkpoint is kept"
+            ) from err
+
+    def _discard_partial(self, step: int) -> None:
+        """Removes this step's unfinished save folders (never listed as checkpoints)."""
+        for manager in (self.latest, self.best):
+            try:  # let writer threads of the failed save finish before deleting their folder
+                manager.wait_until_finished()
+            except Exception as err:  # noqa: BLE001 - the same failure, already being reported
+                log.debug("failed save of step %d: %s", step, err)
+            for _ in range(5):
+                partial = list(epath.Path(manager.directory).glob(f"{step}{TMP_SUFFIX}*"))
+                if not partial:
+                    break
+                for path in partial:
+                    _remove_tree(path)
+                time.sleep(0.1)
+            try:
+                manager.reload()
+            except Exception as err:  # noqa: BLE001 - the error being reported matters more
+                log.warning("could not reload %s after a failed save: %s", manager.directory, err)
 
     def _resolve(self, which: str | int) -> tuple[ocp.CheckpointManager, list[int]]:
         """Candidate steps, newest or best first, for "latest", "best" or a step number."""
@@ -75,8 +150,8 @@ class Checkpoints:
         reader (eval) must not delete a save in progress."""
         removed = []
         for manager in (self.latest, self.best):
-            for path in Path(manager.directory).glob(f"*{TMP_SUFFIX}*"):
-                shutil.rmtree(path, ignore_errors=True)
+            for path in epath.Path(manager.directory).glob(f"*{TMP_SUFFIX}*"):
+                _remove_tree(path)
                 removed.append(path)
         if removed:
             log.warning("removed unfinished checkpoint saves: %s", [p.name for p in removed])
@@ -110,7 +185,7 @@ class Checkpoints:
     def quarantine(self, manager: ocp.CheckpointManager, step: int) -> Path:
         """Moves an unusable checkpoint aside to `<step>.corrupt[-n]` (kept for inspection,
         no longer listed), so that a new checkpoint of the same step can be written."""
-        source = Path(manager.directory) / str(step)
+        source = epath.Path(manager.directory) / str(step)
         target = source.with_name(f"{step}.corrupt")
         n = 1
         while target.exists():
@@ -150,7 +225,7 @@ class Checkpoints:
                 bad.append(step)
                 continue
             if fingerprint is not None and meta.get("model") != fingerprint:
-                raise CheckpointMismatchError(
+                raise CheckpointModelMismatchError(
                     f"{manager.directory}/{step} holds a checkpoint of another model or head "
                     f"layout.\n  checkpoint: {meta.get('model')}\n  this run:   {fingerprint}\n"
                     "Use a new --workdir, or the config that wrote this one."

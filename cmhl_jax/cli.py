@@ -1,39 +1,135 @@
-"""Shared command-line handling: `--config FILE --workdir DIR [--config.a.b=value ...]`."""
+"""Command-line plumbing shared by the entry points.
+
+Flags are absl flags, one `FlagValues` per tool; the config is an `ml_collections.config_flags`
+config file flag, as in the Flax examples: `--config FILE --config.a.b=value`. On top of the
+library this adds a one-line error with close matches for an unknown `--config.*` key, config files that import
+their siblings (`from configs import default`), logging in one format, and one-line errors
+without a traceback for the problems a user can fix (`cmhl_jax.errors.UserError`).
+"""
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import logging
+import os
 import sys
+import warnings
+from collections.abc import Sequence
 
-from cmhl_jax.config import ConfigError, apply_overrides, load_config
+from absl import flags
+from ml_collections import config_flags
+
+from cmhl_jax.config import ConfigError, add_fields, check_overrides, load_config
+from cmhl_jax.errors import UserError
+
+# Errors a user can fix that come from outside the package.
+OS_USER_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError)
 
 
-def config_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> list[str]:
-    """The `a.b=value` overrides among the unparsed arguments; anything else is an error."""
-    overrides = []
-    for item in rest:
-        if not item.startswith("--config."):
-            parser.error(f"unrecognized argument {item!r} (overrides look like --config.a.b=v)")
-        overrides.append(item.removeprefix("--config."))
-    return overrides
-
-
-def parse_train_args(argv: list[str] | None = None):
-    """Returns (config, workdir) from the train command line; exits with a message on error."""
-    parser = argparse.ArgumentParser(
-        description="Train a CMHL model.",
-        epilog="Any config field can be overridden: --config.optim.lr=3e-5 --config.max_steps=50",
+def define_config_flag(flag_values: flags.FlagValues, sys_argv: list[str] | None = None):
+    """The `--config FILE` flag with `--config.a.b=value` overrides. config_flags finds the
+    overrides in `sys_argv` (default: sys.argv), so `parse` defines it again for each argv."""
+    if "config" in flag_values:
+        delattr(flag_values, "config")
+    return config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "config file (a Python file with get_config()); override any field with "
+        "--config.a.b=value",
+        flag_values=flag_values,
+        sys_argv=sys_argv,
     )
-    parser.add_argument("--config", required=True, help="config file, e.g. configs/default.py")
-    parser.add_argument("--workdir", required=True, help="output directory (resumes if present)")
-    args, rest = parser.parse_known_args(argv)
-    overrides = config_overrides(parser, rest)
+
+
+def define_checkpoint_flag(flag_values: flags.FlagValues):
+    """`--checkpoint best|latest|STEP` of the tools that read a workdir."""
+    holder = flags.DEFINE_string(
+        "checkpoint", "best", "best, latest or a step number", flag_values=flag_values
+    )
+    flags.register_validator(
+        "checkpoint",
+        lambda value: value in ("best", "latest") or value.isdigit(),
+        "--checkpoint must be best, latest or a step number",
+        flag_values=flag_values,
+    )
+    return holder
+
+
+def _config_path(argv: Sequence[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _overrides(argv: Sequence[str], name: str) -> list[tuple[int, str]]:
+    """(position, "a.b=value") of each `--name.a.b=value` argument."""
+    prefix = f"--{name}."
+    return [(i, arg[len(prefix) :]) for i, arg in enumerate(argv) if arg.startswith(prefix)]
+
+
+def prepare_config_args(argv: list[str]) -> tuple[list[str], dict]:
+    """Loads the config file named on the command line (which also makes its project root
+    importable for the config flag), rejects unknown override keys with close matches, and
+    takes out the overrides that add a plug-in's field (`--config.loss.gamma=2`): returns
+    (the remaining argv, {key: value} to add after parsing)."""
+    path = _config_path(argv, "config")
+    if path is None:
+        return argv, {}
+    overrides = _overrides(argv, "config")
+    _, new = check_overrides(load_config(path), [item for _, item in overrides], path)
+    drop = {i for i, item in overrides if item.split("=", 1)[0] in new}
+    return [arg for i, arg in enumerate(argv) if i not in drop], new
+
+
+def parse(flag_values: flags.FlagValues, argv: Sequence[str] | None, prog: str, doc: str):
+    """Parses a tool's own flags (each tool has its own FlagValues, so the tools can be
+    imported together and their `main(argv)` called in-process). Prints the help for
+    `--help`; a bad flag, config file or override key is one line and exit status 2.
+    Returns the positional arguments."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(arg in ("-h", "--help", "--helpfull") for arg in argv):
+        sys.stdout.write(f"usage: {prog} [flags]\n\n{doc.strip()}\n\n{flag_values}\n")
+        sys.exit(0)
+    flag_values.unparse_flags()
     try:
-        config = apply_overrides(load_config(args.config), overrides)
-    except ConfigError as err:
-        parser.error(str(err))
-    return config, args.workdir
+        new_fields = {}
+        if "config" in flag_values:
+            argv, new_fields = prepare_config_args(argv)
+            define_config_flag(flag_values, sys_argv=[prog, *argv])
+        with warnings.catch_warnings():  # config_flags loads the file with load_module()
+            warnings.simplefilter("ignore", DeprecationWarning)
+            rest = flag_values([prog, *argv])
+        if new_fields:
+            add_fields(flag_values["config"].value, new_fields)
+    except (flags.Error, ConfigError) as err:
+        sys.stderr.write(f"{prog}: error: {err}\nPass --help to see the flags.\n")
+        sys.exit(2)
+    return rest[1:]
+
+
+def prog_name(script: str) -> str:
+    """The name a command reports itself by: its console script (`cmhl-train`) when run as
+    one, else `script` (`train.py`, also when `main(argv)` is called in-process)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("cmhl-") else script
+
+
+def usage_error(prog: str, message: str):
+    sys.stderr.write(f"{prog}: error: {message}\nPass --help to see the flags.\n")
+    sys.exit(2)
+
+
+@contextlib.contextmanager
+def user_errors(prog: str):
+    """Turns a UserError (or a missing/unreadable file) into one line on stderr and exit 1."""
+    try:
+        yield
+    except (UserError, *OS_USER_ERRORS) as err:
+        sys.stderr.write(f"{prog}: error: {type(err).__name__}: {err}\n")
+        sys.exit(1)
 
 
 def setup_logging() -> None:
@@ -51,3 +147,6 @@ def setup_logging() -> None:
     root.setLevel(logging.INFO)
     for noisy in ("absl", "orbax", "jax._src"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Each retry of an unreachable Hub is a warning, twice; what failed is reported once, as
+    # the command's one-line error.
+    logging.getLogger("huggingface_hub.utils._http").setLevel(logging.ERROR)

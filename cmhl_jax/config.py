@@ -5,14 +5,15 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import ml_collections
 
+from cmhl_jax.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config file, override or value that cannot be used; the message says which."""
 
 
@@ -33,61 +34,82 @@ def load_config(path: str | Path) -> ml_collections.ConfigDict:
     return module.get_config()
 
 
-def _all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+def all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every dotted key of a config, nested blocks included."""
     keys = []
     for key, value in config.items():
         name = f"{prefix}{key}"
         keys.append(name)
         if isinstance(value, ml_collections.ConfigDict):
-            keys.extend(_all_keys(value, name + "."))
+            keys.extend(all_keys(value, name + "."))
     return keys
 
 
-def _parse_value(text: str, current, field_type):
-    """Parses `text` as the type of the field it replaces."""
-    if field_type is bool or isinstance(current, bool):
-        if text.lower() in ("1", "true", "yes"):
-            return True
-        if text.lower() in ("0", "false", "no"):
-            return False
-        raise ValueError(f"expected true or false, got {text!r}")
-    if field_type in (int, float):
-        return field_type(text)
-    if isinstance(current, int | float):
-        return type(current)(text)
-    if isinstance(current, tuple | list):
-        value = ast.literal_eval(text if text.strip()[:1] in "([" else f"({text},)")
-        return type(current)(value)
-    if isinstance(current, dict | ml_collections.ConfigDict):
-        return json.loads(text)
-    return text
+# New keys may be added under these blocks from the command line: a plug-in loss reads its own
+# hyper-parameters from `--config.loss.<name>=value` (see cmhl_jax/losses.py).
+EXTENSIBLE_BLOCKS = ("loss",)
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]):
-    """Applies `a.b=value` overrides; an unknown key is an error listing close matches."""
-    known = _all_keys(config)
+def split_new_fields(config, overrides: list[str]) -> tuple[list[str], dict[str, object]]:
+    """Separates the overrides that add a plug-in loss's field (`loss.gamma=2`, accepted when
+    `loss.fn` names a MODULE:FUNCTION plug-in and the name is not a near-miss of a known key)
+    from those that change an existing field. New values are parsed as Python literals (a
+    number, true/false, a quoted or bare string)."""
+    known, kept, new = set(all_keys(config)), [], {}
+    items = dict(item.partition("=")[::2] for item in overrides)
+    plugin = ":" in str(items.get("loss.fn", config.get("loss", {}).get("fn", "")))
     for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} must look like --config.{key}=VALUE")
+        key, _, text = item.partition("=")
+        block, _, leaf = key.rpartition(".")
+        near_miss = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if plugin and key not in known and block in EXTENSIBLE_BLOCKS and not near_miss:
+            lowered = {"true": "True", "false": "False"}.get(text.lower(), text)
+            try:
+                new[key] = ast.literal_eval(lowered)
+            except (ValueError, SyntaxError):
+                new[key] = text
+        else:
+            kept.append(item)
+    return kept, new
+
+
+def check_overrides(config, overrides: list[str], source: str) -> tuple[list[str], dict]:
+    """`split_new_fields`, after rejecting unknown keys with close matches in the message."""
+    kept, new = split_new_fields(config, overrides)
+    known = all_keys(config)
+    for item in kept:
+        key = item.partition("=")[0]
         if key not in known:
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(f"unknown config key {key!r}{hint}")
-        *parents, leaf = key.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        field_type = None
-        field = node.get_ref(leaf) if hasattr(node, "get_ref") else None
-        if field is not None:
-            field_type = field.get_type()
-        try:
-            value = _parse_value(text, node[leaf], field_type)
-        except (ValueError, SyntaxError) as err:
-            raise ConfigError(f"--config.{key}: cannot parse {text!r}: {err}") from None
-        with config.ignore_type():
-            node[leaf] = value
+            raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
+    return kept, new
+
+
+def add_fields(config: ml_collections.ConfigDict, fields: dict[str, object]) -> None:
+    for key, value in fields.items():
+        block, _, leaf = key.rpartition(".")
+        with config[block].unlocked():
+            config[block][leaf] = value
+
+
+def override(path: str | Path, overrides: list[str]) -> ml_collections.ConfigDict:
+    """The config file `path` with `a.b=value` overrides applied by ml_collections'
+    config_flags (the parser train.py uses), e.g. for the arms of an ablation."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    config = load_config(path)
+    kept, new = check_overrides(config, overrides, str(path))
+    argv = ["override", *(f"--config.{item}" for item in kept)]
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=argv)
+    try:
+        flag_values(argv)
+    except flags.Error as err:
+        raise ConfigError(str(err)) from None
+    config = flag_values.config
+    add_fields(config, new)
     return config
 
 
@@ -171,14 +193,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(errors, optim.eps > 0, f"optim.eps must be > 0, got {optim.eps}")
     for name in ("alpha", "beta", "lam"):
         _check(errors, loss[name] >= 0, f"loss.{name} must be >= 0, got {loss[name]}")
-    if config.task == "emotion":
-        from cmhl_jax.losses import EXCLUSIVITY_VARIANTS
-
-        _check(
-            errors,
-            loss.variant in EXCLUSIVITY_VARIANTS,
-            f"loss.variant must be one of {EXCLUSIVITY_VARIANTS}, got {loss.variant!r}",
-        )
     buckets = list(data.buckets)
     _check(errors, buckets == sorted(set(buckets)), f"data.buckets must be sorted: {buckets}")
     _check(

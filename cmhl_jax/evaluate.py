@@ -12,9 +12,10 @@ import ml_collections
 import numpy as np
 
 from cmhl_jax import data as data_lib
-from cmhl_jax.affect import AffectTables, build_affect_tables
+from cmhl_jax.affect import AffectTables
 from cmhl_jax.checkpoint import Checkpoints
 from cmhl_jax.model import ModelDef, build_model
+from cmhl_jax.paths import workdir_path
 from cmhl_jax.step import Parallel, init_train_state, make_optimizer, predict_step
 from cmhl_jax.tasks import Task, make_task
 
@@ -37,11 +38,11 @@ class TrainedModel:
     @property
     def tables(self) -> AffectTables | None:
         """The emotion task's affect tables (None for other tasks)."""
-        return build_affect_tables(self.config.affect) if self.task.name == "emotion" else None
+        return self.task.tables
 
 
 def load_config_json(workdir: str | Path) -> ml_collections.ConfigDict:
-    path = Path(workdir) / "config.json"
+    path = workdir_path(workdir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
     return ml_collections.ConfigDict(json.loads(path.read_text()))
@@ -49,7 +50,7 @@ def load_config_json(workdir: str | Path) -> ml_collections.ConfigDict:
 
 def load_trained(workdir: str | Path, checkpoint: str | int = "best") -> TrainedModel:
     """Rebuilds the model of a workdir and restores the chosen checkpoint's parameters."""
-    workdir = Path(workdir)
+    workdir = workdir_path(workdir)  # a local folder or a URL (gs://...)
     config = load_config_json(workdir)
     model_def, params, tokenizer = build_model(config.model, make_task(config), seed=config.seed)
     tx, _ = make_optimizer(config.optim, 1)
@@ -74,8 +75,9 @@ def predict_all(parallel: Parallel, params, token_ids, labels, *, batch_size, pa
     out: dict[str, np.ndarray] = {}
     seen = np.zeros(len(token_ids), bool)
     rows = batch_size * jax.process_count()
+    options = data_lib.BatchOptions.from_config(data_cfg)
     for batch in data_lib.eval_batches(
-        token_ids, labels, batch_size=rows, pad_id=pad_id, **data_lib.batch_options(data_cfg)
+        token_ids, labels, options=options, batch_size=rows, pad_id=pad_id
     ):
         local = data_lib.shard_batch(batch, jax.process_count(), jax.process_index())
         probs = parallel.predict(params, local)
@@ -116,35 +118,10 @@ def evaluate_split(trained: TrainedModel, spec: str, *, batch_size: int | None =
     return report, examples, probs
 
 
-def prediction_records(trained: TrainedModel, probs: dict) -> list[dict]:
-    """One dict per text: the predicted class with its probabilities and every other head's
-    prediction (emotion: valence, intensity; mental health: intensity level, gate weights)."""
-    task, names = trained.task, trained.task.label_names
-    if task.name == "emotion":
-        tables = trained.tables
-        heads = {"valence": tables.valence_names, "intensity": tables.intensity_names}
-    else:
-        heads = {"intensity": tuple(trained.config.mental_health.level_names)}
-    records = []
-    for i, primary in enumerate(np.asarray(probs[task.primary])):
-        record = {
-            ("emotion" if task.name == "emotion" else "prediction"): names[int(primary.argmax())],
-            "probabilities": dict(zip(names, primary.round(6).tolist(), strict=True)),
-        }
-        for head, head_names in heads.items():
-            if head in probs:  # the single-head baseline has no intensity head
-                record[head] = head_names[int(probs[head][i].argmax())]
-        if "gate" in probs:
-            record["gate"] = probs["gate"][i].round(6).tolist()
-        records.append(record)
-    return records
-
-
 def write_predictions(path: Path, trained: TrainedModel, examples, probs: dict) -> None:
-    """One JSON object a line: the text, its gold label and the prediction record."""
-    names = trained.task.label_names
+    """One JSON object a line: the text, its gold label and the task's prediction record."""
+    task = trained.task
     with path.open("w") as f:
-        for text, label, record in zip(
-            examples.texts, examples.labels, prediction_records(trained, probs), strict=True
-        ):
-            f.write(json.dumps({"text": text, "label": names[int(label)], **record}) + "\n")
+        rows = zip(examples.texts, examples.labels, task.records(probs), strict=True)
+        for text, label, record in rows:
+            f.write(json.dumps({"text": text, "label": task.gold_record(label), **record}) + "\n")

@@ -17,22 +17,24 @@ predicts with it.
 
 from __future__ import annotations
 
-if __name__ == "__main__":
-    from cmhl_jax.runtime import ensure_fast_runtime
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
 
-    ensure_fast_runtime()
+import ml_collections
+import numpy as np
+from absl import flags
+from etils import epath
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cmhl_jax.affect import build_affect_tables  # noqa: E402
-from cmhl_jax.config import to_json  # noqa: E402
-from cmhl_jax.evaluate import TrainedModel, load_trained  # noqa: E402
+from cmhl_jax import cli
+from cmhl_jax.config import to_json
+from cmhl_jax.evaluate import TrainedModel, load_trained
+from cmhl_jax.model import build_model
+from cmhl_jax.paths import is_local
+from cmhl_jax.runtime import ensure_fast_runtime
+from cmhl_jax.tasks import make_task
 
 log = logging.getLogger("cmhl_jax")
 
@@ -65,74 +67,39 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict:
     return tree
 
 
-def head_labels(config: ml_collections.ConfigDict) -> dict[str, list[str]]:
-    """Label names of each classifier output of the config's task (gate weights have none)."""
-    if config.get("task", "emotion") == "mental_health":
-        mh = config.mental_health
-        classes = list(mh.label_names)
-        return {"final": classes, "primary": classes, "intensity": list(mh.level_names)}
-    tables = build_affect_tables(config.affect)
-    return {
-        "emotion": list(tables.emotion_names),
-        "valence": list(tables.valence_names),
-        "intensity": list(tables.intensity_names),
-    }
+def export(trained: TrainedModel, out_dir: str | Path) -> epath.Path:
+    """Writes the encoder (HF format), tokenizer, heads.safetensors and heads.json into
+    `out_dir`, a local folder or a URL (`gs://...`: written locally first, then copied)."""
+    if not is_local(out_dir):
+        with tempfile.TemporaryDirectory(prefix="cmhl-export-") as local:
+            export(trained, local)
+            target = epath.Path(out_dir)
+            target.mkdir(parents=True, exist_ok=True)
+            for path in epath.Path(local).iterdir():
+                path.copy(target / path.name, overwrite=True)
+        return target
+    return epath.Path(_export_local(trained, Path(out_dir)))
 
 
-def primary_output(config: ml_collections.ConfigDict) -> str:
-    """The output that holds the class prediction."""
-    return "final" if config.get("task", "emotion") == "mental_health" else "emotion"
-
-
-def _head_sizes(model_def) -> dict[str, int]:
-    task = getattr(model_def, "task", None)
-    return dict(task.head_sizes if task is not None else model_def.head_sizes)
-
-
-def build_for_config(config: ml_collections.ConfigDict):
-    """`build_model` for the config's task: (model_def, params, tokenizer)."""
-    from cmhl_jax.model import build_model
-
-    try:
-        from cmhl_jax.tasks import make_task
-    except ImportError:  # single-task layout: build_model takes the head sizes
-        from cmhl_jax.evaluate import head_sizes_for
-
-        return build_model(
-            config.model, head_sizes_for(build_affect_tables(config.affect)), seed=config.seed
-        )
-    return build_model(config.model, make_task(config), seed=config.seed)
-
-
-def trained_model(**fields) -> TrainedModel:
-    """A TrainedModel from keyword fields (those the dataclass does not have are dropped)."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(TrainedModel)}
-    return TrainedModel(**{k: v for k, v in fields.items() if k in names})
-
-
-def export(trained: TrainedModel, out_dir: str | Path) -> Path:
-    """Writes the encoder (HF format), tokenizer, heads.safetensors and heads.json."""
+def _export_local(trained: TrainedModel, out_dir: Path) -> Path:
     from flax import nnx
     from safetensors.numpy import save_file
 
     from cmhl_jax.encoder import save_pretrained
 
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = nnx.merge(trained.model_def.graphdef, trained.params["encoder"])
     save_pretrained(encoder, trained.tokenizer, out_dir)
     heads = flatten(trained.params["heads"])
     save_file(heads, out_dir / HEADS_FILE, metadata={"format": FORMAT})
-    labels = head_labels(trained.config)
+    labels = trained.task.head_labels
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "task": trained.config.get("task", "emotion"),
+        "task": trained.task.name,
         "heads": {
-            name: {"size": size, "labels": labels.get(name)}
-            for name, size in _head_sizes(trained.model_def).items()
+            name: {"size": size, "labels": list(labels[name]) if name in labels else None}
+            for name, size in trained.task.head_sizes
         },
         "parameters": {name: list(value.shape) for name, value in heads.items()},
         "head_dropout": trained.model_def.head_dropout,
@@ -162,40 +129,41 @@ def load_export(export_dir: str | Path) -> TrainedModel:
         )
     config = ml_collections.ConfigDict(meta["config"])
     config.model.encoder = str(export_dir)
-    model_def, params, tokenizer = build_for_config(config)
+    model_def, params, tokenizer = build_model(config.model, make_task(config), seed=config.seed)
     heads = unflatten(load_file(export_dir / HEADS_FILE))
     expected = {k: v.shape for k, v in flatten(params["heads"]).items()}
     found = {k: v.shape for k, v in flatten(heads).items()}
     if expected != found:
         raise ValueError(f"{export_dir / HEADS_FILE}: head parameters {found} != {expected}")
     params["heads"] = heads
-    tables = build_affect_tables(config.affect) if primary_output(config) == "emotion" else None
-    return trained_model(
+    return TrainedModel(
         config=config,
         model_def=model_def,
         params=params,
         tokenizer=tokenizer,
-        tables=tables,
         step=int(meta["step"]),
         workdir=export_dir,
     )
 
 
-def main(argv=None) -> None:
-    from cmhl_jax.cli import setup_logging
+FLAGS = flags.FlagValues()
+_WORKDIR = flags.DEFINE_string("workdir", None, "a training workdir", flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", None, "export folder", flag_values=FLAGS)
+_CHECKPOINT = cli.define_checkpoint_flag(FLAGS)
+flags.mark_flags_as_required(["workdir", "out"], flag_values=FLAGS)
 
-    parser = argparse.ArgumentParser(description="Export a trained workdir (HF encoder + heads).")
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--out", required=True, help="export folder")
-    parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
-    args = parser.parse_args(argv)
-    setup_logging()
-    checkpoint = args.checkpoint
-    if checkpoint not in ("best", "latest") and not checkpoint.isdigit():
-        parser.error(f"--checkpoint must be best, latest or a step number, got {checkpoint!r}")
-    out = export(load_trained(args.workdir, checkpoint), args.out)
+
+def main(argv: list[str] | None = None) -> int:
+    """The `cmhl-export` command."""
+    if rest := cli.parse(FLAGS, argv, "cmhl-export", __doc__):
+        cli.usage_error("cmhl-export", f"unexpected arguments: {' '.join(rest)}")
+    ensure_fast_runtime()
+    cli.setup_logging()
+    with cli.user_errors("cmhl-export"):
+        out = export(load_trained(_WORKDIR.value, _CHECKPOINT.value), _OUT.value)
     print(json.dumps({"export_dir": str(out), "files": sorted(p.name for p in out.iterdir())}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

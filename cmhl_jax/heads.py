@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from cmhl_jax.encoder.modeling import dropout as encoder_dropout
+from cmhl_jax.encoder.modeling import dropout
 
 
 def init_heads(key: jax.Array, hidden_size: int, head_sizes: dict[str, int]) -> dict:
@@ -22,12 +22,6 @@ def init_heads(key: jax.Array, hidden_size: int, head_sizes: dict[str, int]) -> 
         }
         for k, (name, size) in zip(keys, sorted(head_sizes.items()), strict=True)
     }
-
-
-def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-    """Inverted dropout; identity when rng is None (eval mode) or rate is 0 (the encoder's
-    byte-mask dropout, see `cmhl_jax.encoder.modeling.dropout`)."""
-    return encoder_dropout(x, rate, rng)
 
 
 def apply_heads(

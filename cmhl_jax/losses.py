@@ -10,6 +10,10 @@ global text count instead of the local one.
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +21,10 @@ import numpy as np
 import optax
 
 from cmhl_jax.affect import AffectTables
+from cmhl_jax.config import ConfigError
 
 EXCLUSIVITY_VARIANTS = ("sum", "product", "min")
+LOSS_FN_SIGNATURE = "loss_fn(logits, labels, weights, tables, normalizer, cfg) -> (total, terms)"
 
 
 def loss_tables(tables: AffectTables) -> dict[str, np.ndarray]:
@@ -105,3 +111,155 @@ def cmhl_loss(
         "exclusivity": excl,
     }
     return total, terms
+
+
+def cmhl(logits, labels, weights, tables, normalizer, cfg):
+    """The built-in loss (the default `loss.fn`): `cmhl_loss` with `cfg.alpha`, `cfg.beta`,
+    `cfg.lam` and the exclusivity form `cfg.variant` (sum, product or min).
+
+    Every loss function, built-in or plug-in, has this signature:
+
+        loss_fn(logits, labels, weights, tables, normalizer, cfg) -> (total, terms)
+
+    logits: head name -> float32 [B, C] (`emotion`, `valence`, `intensity`); labels: int32 [B]
+    emotion ids; weights: float32 [B], 1 for a real text and 0 for padding; tables: the affect
+    tables as arrays (`valence_label`, `intensity_label`, `pair_mask`, `tau`); normalizer: the
+    global count of real texts (scalar); cfg: `config.loss` (a plug-in reads its own
+    hyper-parameters from `--config.loss.<name>=...`). Returns the scalar total and a dict of
+    named scalar terms that includes "loss"; every term is logged.
+    """
+    return cmhl_loss(
+        logits,
+        labels,
+        weights,
+        tables,
+        cfg.alpha,
+        cfg.beta,
+        cfg.lam,
+        normalizer=normalizer,
+        variant=cfg.variant,
+    )
+
+
+def weighted_binary_cross_entropy(logits, targets, weights, normalizer) -> jax.Array:
+    """Mean over texts (weight 1) of the per-label sigmoid cross-entropy averaged over labels."""
+    bce = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets)
+    return jnp.sum(bce.mean(axis=-1) * weights) / normalizer
+
+
+@functools.partial(jax.jit, static_argnames=("variant",))
+def multilabel_cmhl_loss(
+    logits: dict[str, jax.Array],
+    labels: jax.Array,
+    weights: jax.Array,
+    tables: dict[str, jax.Array],
+    alpha: float,
+    lam: float,
+    normalizer: jax.Array | None = None,
+    variant: str = "sum",
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Multi-label CMHL (docs/goemotions.md): sigmoid heads, binary cross-entropy and the
+    exclusivity hinge on sigmoid probabilities.
+
+        L = BCE_emotion + alpha * BCE_valence + lam * L_excl
+
+    `labels` are multi-hot [..., C]; the valence targets are multi-hot too, labels @
+    `tables["valence_map"]` ([C, V], each label to its valence) clipped to 1, so a text whose
+    labels span positive and negative has both valence targets on. L_excl is
+    `exclusivity_loss` on sigmoid(emotion logits) with `tables["pair_mask"]` and the
+    co-occurrence-raised `tables["tau"]`.
+    """
+    weights = weights.astype(jnp.float32)
+    if normalizer is None:
+        normalizer = jnp.maximum(weights.sum(), 1.0)
+    labels = labels.astype(jnp.float32)
+    bce_emotion = weighted_binary_cross_entropy(logits["emotion"], labels, weights, normalizer)
+    valence_targets = jnp.minimum(labels @ tables["valence_map"], 1.0)
+    bce_valence = weighted_binary_cross_entropy(
+        logits["valence"], valence_targets, weights, normalizer
+    )
+    probs = jax.nn.sigmoid(logits["emotion"].astype(jnp.float32))
+    excl = exclusivity_loss(probs, tables["pair_mask"], tables["tau"], weights, normalizer, variant)
+    total = bce_emotion + alpha * bce_valence + lam * excl
+    terms = {
+        "loss": total,
+        "bce_emotion": bce_emotion,
+        "bce_valence": bce_valence,
+        "exclusivity": excl,
+    }
+    return total, terms
+
+
+def multilabel_cmhl(logits, labels, weights, tables, normalizer, cfg):
+    """The built-in loss of multi-label tasks (`loss.fn=cmhl` there): `multilabel_cmhl_loss`
+    with `cfg.alpha`, `cfg.lam` and `cfg.variant`. Same signature as `cmhl`; labels are
+    multi-hot float32 [B, C] and tables hold `valence_map`, `pair_mask` and `tau`."""
+    return multilabel_cmhl_loss(
+        logits,
+        labels,
+        weights,
+        tables,
+        cfg.alpha,
+        cfg.lam,
+        normalizer=normalizer,
+        variant=cfg.variant,
+    )
+
+
+BUILTIN_LOSSES = {"cmhl": cmhl}
+
+
+def resolve_loss_fn(spec: str):
+    """The loss function named by `loss.fn`: a built-in name (`cmhl`) or `module:function`,
+    with the module importable from the working directory or PYTHONPATH."""
+    if spec in BUILTIN_LOSSES:
+        return BUILTIN_LOSSES[spec]
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise LossFnError(
+            f"loss.fn={spec!r}: expected a built-in ({', '.join(BUILTIN_LOSSES)}) or "
+            "MODULE:FUNCTION, e.g. my_losses:focal_exclusivity"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise LossFnError(f"loss.fn={spec!r}: cannot import {module_name!r}: {err}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise LossFnError(f"loss.fn={spec!r}: {module_name} has no function {attr!r}")
+    try:
+        inspect.signature(fn).bind(*range(6))
+    except TypeError:
+        raise LossFnError(
+            f"loss.fn={spec!r}: {attr}{inspect.signature(fn)} does not take the six arguments "
+            f"of {LOSS_FN_SIGNATURE}"
+        ) from None
+    except ValueError:  # no signature (a builtin or C function): checked by tracing
+        pass
+    return fn
+
+
+def check_loss_fn(fn, spec: str, example_args: tuple) -> None:
+    """Traces `fn` once on example inputs (no compilation): it must return a scalar total
+    and a dict of scalar terms with a "loss" entry."""
+    try:
+        *arrays, cfg = example_args
+        out = jax.eval_shape(lambda *a: fn(*a, cfg), *arrays)
+    except Exception as err:  # any failure inside the user's function, reported as one line
+        raise LossFnError(f"loss.fn={spec!r} failed on an example batch: {err}") from None
+    problem = None
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+        problem = f"returned {jax.tree_util.tree_structure(out)}, not (total, terms)"
+    elif out[0].shape != () or any(v.shape != () for v in out[1].values()):
+        shapes = {"total": out[0].shape, **{k: v.shape for k, v in out[1].items()}}
+        problem = f"returned non-scalar values {shapes}"
+    elif "loss" not in out[1]:
+        problem = f"terms {sorted(out[1])} have no 'loss' entry"
+    if problem:
+        raise LossFnError(f"loss.fn={spec!r} {problem}; expected {LOSS_FN_SIGNATURE}")
+
+
+class LossFnError(ConfigError):
+    """`loss.fn` names no usable loss function; the message says why."""

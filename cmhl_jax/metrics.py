@@ -90,3 +90,94 @@ def emotion_report(probs: dict, labels: np.ndarray, tables, *, threshold=0.25, b
         mean_confidence=float(emotion.max(-1).mean()),
     )
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-label (GoEmotions): labels and predictions are 0/1 arrays [N, C].
+
+
+def multilabel_scores(gold, pred, class_names) -> dict:
+    """Macro/micro precision, recall and F1 over labels, and per-label scores (a label never
+    predicted and never gold scores F1 0, as in scikit-learn's zero_division=0)."""
+    gold, pred = np.asarray(gold) > 0, np.asarray(pred) > 0
+    true_pos = (gold & pred).sum(0).astype(np.float64)
+    support, predicted = gold.sum(0).astype(np.float64), pred.sum(0).astype(np.float64)
+    precision = np.divide(true_pos, predicted, out=np.zeros_like(true_pos), where=predicted > 0)
+    recall = np.divide(true_pos, support, out=np.zeros_like(true_pos), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+    tp, n_pred, n_gold = true_pos.sum(), predicted.sum(), support.sum()
+    micro_p = tp / n_pred if n_pred else 0.0
+    micro_r = tp / n_gold if n_gold else 0.0
+    micro_f1 = 2 * micro_p * micro_r / (micro_p + micro_r) if micro_p + micro_r else 0.0
+    return {
+        "macro_f1": float(f1.mean()),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "micro_f1": float(micro_f1),
+        "micro_precision": float(micro_p),
+        "micro_recall": float(micro_r),
+        "exact_match": float((gold == pred).all(1).mean()) if len(gold) else 0.0,
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
+    }
+
+
+def map_multi_hot(multi_hot, mapping) -> np.ndarray:
+    """Multi-hot rows [N, C] through a 0/1 map [C, K] to multi-hot rows [N, K] (a group is on
+    when any of its labels is)."""
+    return ((np.asarray(multi_hot) > 0).astype(np.int64) @ np.asarray(mapping, np.int64)) > 0
+
+
+def mixed_valence(multi_hot, positive_ids, negative_ids) -> np.ndarray:
+    """Per text: at least one positive AND at least one negative label on."""
+    on = np.asarray(multi_hot) > 0
+    return on[:, positive_ids].any(1) & on[:, negative_ids].any(1)
+
+
+def multilabel_contradiction(gold, pred, positive_ids, negative_ids) -> dict:
+    """Contradictions of multi-label predictions: a positive and a negative label both predicted.
+
+    contradiction_rate = false_contradiction_rate + the share of texts with a predicted
+    contradiction whose gold labels do mix; false_contradiction_rate counts texts whose gold
+    labels have no (positive, negative) pair; mixed_recall is, of the texts whose gold labels do
+    mix, the share where both a positive and a negative label are predicted (0 when none mix).
+    """
+    predicted, mixed = (mixed_valence(x, positive_ids, negative_ids) for x in (pred, gold))
+    n = max(len(mixed), 1)
+    return {
+        "contradiction_rate": float(predicted.sum() / n),
+        "false_contradiction_rate": float((predicted & ~mixed).sum() / n),
+        "mixed_recall": float((predicted & mixed).sum() / mixed.sum()) if mixed.any() else 0.0,
+        "gold_mixed_rate": float(mixed.sum() / n),
+        "num_gold_mixed": int(mixed.sum()),
+    }
+
+
+def multilabel_ece(probs, gold, bins: int = 15) -> float:
+    """ECE over every (text, label) decision, each a binary prediction at 0.5 with confidence
+    max(p, 1 - p)."""
+    p = np.asarray(probs, np.float64).reshape(-1)
+    binary = np.stack([1.0 - p, p], axis=-1)
+    return expected_calibration_error(binary, (np.asarray(gold).reshape(-1) > 0).astype(int), bins)
+
+
+def tune_thresholds(probs, gold, grid=None) -> np.ndarray:
+    """Per label, the threshold of `grid` (default 0.05, 0.10, ..., 0.95) with the best F1 on
+    (probs, gold); ties keep the lowest threshold."""
+    grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else np.asarray(grid)
+    probs, gold = np.asarray(probs), np.asarray(gold) > 0
+    best = np.zeros(probs.shape[1])
+    for c in range(probs.shape[1]):
+        pred = probs[:, c][None, :] >= grid[:, None]  # [T, N]
+        tp = (pred & gold[:, c]).sum(1)
+        f1 = 2 * tp / np.maximum(pred.sum(1) + gold[:, c].sum(), 1)
+        best[c] = grid[int(np.argmax(f1))]
+    return best

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from etils import epath
 
 
 def _pyplot():
@@ -38,7 +39,7 @@ def _save(fig, path) -> Path:
 def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
     """(train records, validation records) of a metrics.jsonl."""
     train, val = [], []
-    for line in Path(path).read_text().splitlines():
+    for line in epath.Path(path).read_text().splitlines():
         if line.strip():
             record = json.loads(line)
             (val if any(k.startswith("val_") for k in record) else train).append(record)
@@ -62,10 +63,17 @@ def plot_training_curves(metrics_path: str | Path, out: str | Path) -> Path:
     if train and "lr" in train[0]:
         axes[1].plot(steps, [r["lr"] for r in train], color="C1")
     axes[1].set(title="learning rate", xlabel="step")
+    drawn = []
     for key in VAL_KEYS:
         if val and key in val[0]:
-            axes[2].plot([r["step"] for r in val], [r[key] for r in val], marker="o", label=key[4:])
+            values = [r[key] for r in val]
+            axes[2].plot([r["step"] for r in val], values, marker="o", label=key[4:])
+            drawn.extend(v for v in values if v is not None and math.isfinite(v))
     axes[2].set(title="validation", xlabel="step")
+    if drawn:  # fit the axis to the values (not 0 to 1), so that their changes are visible
+        low, high = min(drawn), max(drawn)
+        margin = max(0.1 * (high - low), 0.005)
+        axes[2].set_ylim(low - margin, high + margin)
     for ax in (axes[0], axes[2]):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -221,7 +229,8 @@ def plot_ablation(summary: list[dict], out: str | Path, *, title: str = "") -> P
     arms = [row["arm"] for row in summary]
     x = np.arange(len(arms))
     fig, (ax, ax_ci) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(arms) + 4), 4.5))
-    for k, metric in enumerate(("accuracy", "macro_f1")):
+    shown = [m for m in ("accuracy", "macro_f1", "micro_f1") if f"{m}_mean" in summary[0]][:2]
+    for k, metric in enumerate(shown):  # accuracy and macro-F1 (multi-label: macro, micro)
         means = np.array([row[f"{metric}_mean"] for row in summary]) * 100
         sds = np.nan_to_num(np.array([row[f"{metric}_sd"] for row in summary], float)) * 100
         ax.bar(x + (k - 0.5) * 0.38, means, 0.38, yerr=sds, capsize=3, label=metric)

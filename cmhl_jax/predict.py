@@ -8,7 +8,7 @@ One JSON object a line: text, emotion, confidence, probabilities (per emotion), 
 intensity (with their probabilities), and consistency (`metrics.consistency_score`: 1 = no
 positive/negative contradiction). `--input` reads one text a line (UTF-8; a line that is not
 valid UTF-8 is an error naming it, or is decoded with U+FFFD replacements under
-`--encoding-errors replace`).
+`--encoding_errors replace`).
 
 Python:
 
@@ -22,23 +22,21 @@ every batch has one of a few static shapes and each is compiled once.
 
 from __future__ import annotations
 
-if __name__ == "__main__":
-    from cmhl_jax.runtime import ensure_fast_runtime
+import functools
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
-    ensure_fast_runtime()  # jemalloc + XLA flags; must run before jax is imported
+import numpy as np
+from absl import flags
 
-import argparse  # noqa: E402
-import functools  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterable, Iterator, Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from cmhl_jax import data as data_lib  # noqa: E402
+from cmhl_jax import cli
+from cmhl_jax import data as data_lib
+from cmhl_jax.errors import UserError
+from cmhl_jax.runtime import ensure_fast_runtime
 
 log = logging.getLogger("cmhl_jax")
 
@@ -48,7 +46,7 @@ DEFAULT_MAX_CHARS = 20_000
 CHUNK_TEXTS = 8192  # texts tokenised and scored per call (bounds host memory)
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """An input text or file that cannot be read; the message names the line."""
 
 
@@ -84,28 +82,20 @@ class Predictor:
     """Batched inference of a trained CMHL model on raw texts."""
 
     def __init__(self, trained, *, batch_size: int | None = None, max_chars=DEFAULT_MAX_CHARS):
-        from cmhl_jax.export import head_labels, primary_output
         from cmhl_jax.step import Parallel, predict_step
 
         self.trained = trained
         self.config = trained.config
-        self.tables = trained.tables
+        self.task = trained.task
         self.tokenizer = trained.tokenizer
         if self.tokenizer is None:
             raise ValueError(f"{trained.workdir}: the model has no tokenizer")
         self.batch_size = int(batch_size or self.config.eval_batch_size)
         self.max_chars = int(max_chars)
-        self.head_labels = head_labels(self.config)
-        self.primary = primary_output(self.config)
         self.parallel = Parallel(
             "single", predict_fn=functools.partial(predict_step, model_def=trained.model_def)
         )
         self.params = self.parallel.put_params(trained.params)
-        self.positive_ids = self.negative_ids = None
-        if self.primary == "emotion" and self.tables is not None:
-            mask = np.asarray(self.tables.pair_mask)
-            self.positive_ids = [int(i) for i in np.flatnonzero(mask.any(1))]
-            self.negative_ids = [int(j) for j in np.flatnonzero(mask.any(0))]
 
     @classmethod
     def from_workdir(cls, workdir, checkpoint: str | int = "best", **kwargs) -> Predictor:
@@ -154,42 +144,14 @@ class Predictor:
         return {name: np.concatenate(values) for name, values in outputs.items()}
 
     def records(self, texts: Sequence, outputs: dict[str, np.ndarray]) -> list[dict]:
-        """One JSON-ready dict per text from `predict_arrays` outputs.
-
-        The primary output gives the prediction (key `emotion` for the emotion task,
-        `prediction` otherwise), `confidence` and `probabilities`; every other classifier
-        output gives `<name>` (its argmax label) and `<name>_probabilities`; outputs without
-        label names (e.g. the mental-health model's `gate` weights) are included as lists
-        under their own name. The emotion task adds `consistency`.
-        """
+        """One JSON-ready dict per text: the text and the task's prediction record
+        (`Task.records`: prediction, confidence, probabilities, the other heads, gate
+        weights, and for the emotion task the consistency score)."""
         if not len(texts):
             return []
-        result = [{"text": _printable(t if isinstance(t, str) else clean_text(t))} for t in texts]
-        order = sorted(outputs, key=lambda name: name != self.primary)
-        for name in order:
-            value = outputs[name]
-            labels = self.head_labels.get(name)
-            rounded = value.astype(np.float64).round(6)
-            if labels is None:
-                for record, row in zip(result, rounded.tolist(), strict=True):
-                    record[name] = row
-                continue
-            top = value.argmax(-1)
-            primary = name == self.primary
-            key = "emotion" if primary and name == "emotion" else "prediction" if primary else name
-            probs_key = "probabilities" if primary else f"{name}_probabilities"
-            for i, record in enumerate(result):
-                record[key] = labels[int(top[i])]
-                if primary:
-                    record["confidence"] = round(float(value[i, top[i]]), 6)
-                record[probs_key] = dict(zip(labels, rounded[i].tolist(), strict=True))
-        if self.positive_ids and self.negative_ids and self.primary in outputs:
-            from cmhl_jax.metrics import consistency_score
-
-            scores = consistency_score(outputs[self.primary], self.positive_ids, self.negative_ids)
-            for record, score in zip(result, scores.tolist(), strict=True):
-                record["consistency"] = round(score, 6)
-        return result
+        texts = [_printable(t if isinstance(t, str) else clean_text(t)) for t in texts]
+        records = self.task.records(outputs)
+        return [{"text": text, **record} for text, record in zip(texts, records, strict=True)]
 
     def predict(self, texts: Sequence | str) -> list[dict]:
         """Predictions for a list of texts (str or bytes), one dict per text, in order."""
@@ -217,7 +179,7 @@ def read_lines(path: str, errors: str = "strict") -> list[str]:
             if errors != "replace":
                 raise InputError(
                     f"{path}:{number}: not valid UTF-8 (byte {err.start} of the line); "
-                    "fix the file or pass --encoding-errors replace"
+                    "fix the file or pass --encoding_errors replace"
                 ) from None
             lines.append(line.decode(encoding, errors="replace"))
     return lines
@@ -236,58 +198,59 @@ def write_jsonl(records: Iterable[dict], stream) -> int:
     return count
 
 
-def main(argv=None) -> int:
-    from cmhl_jax.cli import setup_logging
+FLAGS = flags.FlagValues()
+_WORKDIR = flags.DEFINE_string("workdir", None, "a training workdir", flag_values=FLAGS)
+_EXPORT = flags.DEFINE_string("export", None, "an export folder (cmhl-export)", flag_values=FLAGS)
+_CHECKPOINT = cli.define_checkpoint_flag(FLAGS)
+_INPUT = flags.DEFINE_string(
+    "input", None, "file with one text a line ('-': stdin)", flag_values=FLAGS
+)
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "JSON-lines output file (default: stdout)", flag_values=FLAGS
+)
+_ENCODING_ERRORS = flags.DEFINE_enum(
+    "encoding_errors",
+    "strict",
+    ["strict", "replace"],
+    "a non-UTF-8 line in --input: strict = error naming the line, replace = U+FFFD",
+    flag_values=FLAGS,
+)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", None, "rows per batch", lower_bound=1, flag_values=FLAGS
+)
+_MAX_CHARS = flags.DEFINE_integer(
+    "max_chars", DEFAULT_MAX_CHARS, "characters kept per text", flag_values=FLAGS
+)
+flags.mark_flags_as_mutual_exclusive(["workdir", "export"], required=True, flag_values=FLAGS)
 
-    parser = argparse.ArgumentParser(
-        description="Predict emotions (and valence, intensity, consistency) for texts."
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--workdir", help="a training workdir")
-    source.add_argument("--export", help="an export folder (python -m cmhl_jax.export)")
-    parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
-    parser.add_argument("texts", nargs="*", help="texts to classify")
-    parser.add_argument("--input", help="file with one text a line ('-': stdin)")
-    parser.add_argument("--output", help="JSON-lines output file (default: stdout)")
-    parser.add_argument(
-        "--encoding-errors",
-        choices=("strict", "replace"),
-        default="strict",
-        help="a non-UTF-8 line in --input: strict = error naming the line, replace = U+FFFD",
-    )
-    parser.add_argument("--batch-size", type=int, default=None, help="rows per batch")
-    parser.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS)
-    args = parser.parse_args(argv)
-    if not args.texts and not args.input:
-        parser.error("give texts as arguments or --input FILE")
-    if args.texts and args.input:
-        parser.error("give texts as arguments or --input FILE, not both")
-    checkpoint = args.checkpoint
-    if checkpoint not in ("best", "latest") and not checkpoint.isdigit():
-        parser.error(f"--checkpoint must be best, latest or a step number, got {checkpoint!r}")
-    setup_logging()
-    try:
-        texts = read_lines(args.input, args.encoding_errors) if args.input else args.texts
-    except (InputError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.workdir:
-        predictor = Predictor.from_workdir(
-            args.workdir, checkpoint, batch_size=args.batch_size, max_chars=args.max_chars
-        )
-    else:
-        predictor = Predictor.from_export(
-            args.export, batch_size=args.batch_size, max_chars=args.max_chars
-        )
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
-    start = time.perf_counter()
-    count = 0
+
+def _load_predictor() -> Predictor:
+    kwargs = dict(batch_size=_BATCH_SIZE.value, max_chars=_MAX_CHARS.value)
+    if _WORKDIR.value:
+        return Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, **kwargs)
+    return Predictor.from_export(_EXPORT.value, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `cmhl-predict` command: the texts given as arguments or in --input, one JSON
+    object a line."""
+    texts = cli.parse(FLAGS, argv, "cmhl-predict", __doc__)
+    if bool(texts) == bool(_INPUT.value):
+        cli.usage_error("cmhl-predict", "give texts as arguments or --input FILE (not both)")
+    ensure_fast_runtime()
+    cli.setup_logging()
+    with cli.user_errors("cmhl-predict"):
+        if _INPUT.value:
+            texts = read_lines(_INPUT.value, _ENCODING_ERRORS.value)
+        predictor = _load_predictor()
+    out = open(_OUTPUT.value, "w", encoding="utf-8") if _OUTPUT.value else sys.stdout  # noqa: SIM115
+    start, count = time.perf_counter(), 0
     try:
         for chunk in _chunks(texts, CHUNK_TEXTS):
             count += write_jsonl(predictor.predict(chunk), out)
             out.flush()
     finally:
-        if args.output:
+        if _OUTPUT.value:
             out.close()
     seconds = time.perf_counter() - start
     log.info(

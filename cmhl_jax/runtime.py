@@ -8,12 +8,15 @@ OS and is faulted in again each step (see README, Performance). `ensure_fast_run
 * asks XLA:CPU for 512-bit vectors in elementwise code on AVX-512 CPUs;
 * runs CPU computations synchronously (``jax_cpu_enable_async_dispatch=False``). With async
   dispatch a step could start before the previous step's temporaries were freed, so peak
-  memory was sometimes one step's temporaries higher (MiniLM, B=32: 1.48 or 2.14 GB from run
-  to run); synchronous it is 1.48 GB every time, for about 1.5% of step time.
+  memory was sometimes one step's temporaries higher from run to run; synchronous it is the
+  same every time, for a small share of step time (docs/benchmarks.md).
 
 `release_free_memory()` returns the pages jemalloc keeps after a compilation.
 
-It must run before jax is imported. Set CMHL_FAST_RUNTIME=0 to skip it.
+Every command calls `ensure_fast_runtime()` first thing in its `main()`. Importing jax before
+that is fine: the re-execution replaces the process, and the XLA flags and the dispatch mode
+are read when the CPU backend starts (the first computation), not at import. Set
+CMHL_FAST_RUNTIME=0 to skip it.
 """
 
 from __future__ import annotations
@@ -68,11 +71,21 @@ def fast_runtime_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def _jax_started() -> bool:
+    """Whether jax has created its backends (after which XLA flags no longer apply)."""
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
+
+
 def ensure_fast_runtime(*, configure_jax: bool = True) -> None:
     """Re-executes this process once with jemalloc preloaded (when installed), sets the XLA
-    flags and (``configure_jax``, which imports jax) synchronous CPU dispatch. Does nothing
-    once jax is imported."""
-    if os.environ.get("CMHL_FAST_RUNTIME", "1") == "0" or "jax" in sys.modules:
+    flags and (``configure_jax``, which imports jax) synchronous CPU dispatch. Call it first
+    thing in a command's main(); it does nothing once jax has computed (e.g. a command's
+    main() called in-process by a test)."""
+    if os.environ.get("CMHL_FAST_RUNTIME", "1") == "0" or _jax_started():
         return
     env = fast_runtime_env(os.environ)
     if (

@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-BOOTSTRAP_METRICS = ("accuracy", "macro_f1")
+BOOTSTRAP_METRICS = ("accuracy", "macro_f1", "weighted_f1", "contradiction_rate", "ece")
+ECE_BINS = 15
 
 
 def mean_sd(values) -> tuple[float, float]:
@@ -36,10 +37,12 @@ def _confusions(weights: np.ndarray, labels: np.ndarray, preds: np.ndarray, num_
 
 
 def scores_from_confusions(confusions: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy and macro-F1 of each [C, C] confusion (true, predicted) in a stack [..., C, C].
+    """Accuracy, macro-F1 and weighted-F1 of each [C, C] confusion (true, predicted) in a
+    stack [..., C, C].
 
     F1 of a class is 2*TP / (support + predicted), 0 where it is undefined, and the macro mean
-    runs over every class, as `cmhl_jax.metrics.classification_scores`.
+    runs over every class (the weighted mean by support), as
+    `cmhl_jax.metrics.classification_scores`.
     """
     tp = np.diagonal(confusions, axis1=-2, axis2=-1)
     support = confusions.sum(-1)
@@ -50,7 +53,39 @@ def scores_from_confusions(confusions: np.ndarray) -> dict[str, np.ndarray]:
     return {
         "accuracy": np.divide(tp.sum(-1), total, out=np.zeros_like(total), where=total > 0),
         "macro_f1": f1.mean(-1),
+        "weighted_f1": np.divide(
+            (f1 * support).sum(-1), total, out=np.zeros_like(total), where=total > 0
+        ),
     }
+
+
+def per_text_inputs(labels, probs, positive_ids, negative_ids, threshold: float, bins=ECE_BINS):
+    """What the bootstrap needs of one run, from its probabilities [N, C]: predictions, the
+    contradiction indicator (`metrics.contradiction_rate`) and each text's ECE bin and
+    confidence-minus-correct gap (`metrics.expected_calibration_error`)."""
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+    confidence, preds = probs.max(-1), probs.argmax(-1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return {
+        "preds": preds,
+        "contradicted": (probs[:, positive_ids].max(-1) >= threshold)
+        & (probs[:, negative_ids].max(-1) >= threshold),
+        "ece_bin": np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1),
+        "ece_gap": confidence - (preds == labels),
+    }
+
+
+def scores_from_weights(weights: np.ndarray, labels, run: dict, num_classes: int) -> dict:
+    """Every bootstrap metric of one run under text weights [R, N] (counts per resample)."""
+    scores = scores_from_confusions(_confusions(weights, labels, run["preds"], num_classes))
+    total = weights.sum(-1)
+    if "contradicted" in run:
+        scores["contradiction_rate"] = weights @ run["contradicted"].astype(np.float64) / total
+    if "ece_bin" in run:
+        onehot = np.zeros((len(labels), int(run["ece_bin"].max()) + 1))
+        onehot[np.arange(len(labels)), run["ece_bin"]] = run["ece_gap"]
+        scores["ece"] = np.abs(weights @ onehot).sum(-1) / total
+    return scores
 
 
 def resample_weights(num_texts: int, num_resamples: int, seed) -> np.ndarray:
@@ -59,59 +94,68 @@ def resample_weights(num_texts: int, num_resamples: int, seed) -> np.ndarray:
     return rng.multinomial(num_texts, np.full(num_texts, 1.0 / num_texts), size=num_resamples)
 
 
+def _as_runs(arm) -> list[dict]:
+    """One dict of per-text arrays per seed (`per_text_inputs`), from such dicts or from
+    predicted class ids [S, N] / [N]."""
+    if isinstance(arm, list | tuple) and arm and isinstance(arm[0], dict):
+        return list(arm)
+    return [{"preds": preds} for preds in np.atleast_2d(arm)]
+
+
 def paired_bootstrap(
     labels,
-    preds_a,
-    preds_b,
+    arm_a,
+    arm_b,
     num_classes: int,
     *,
     num_resamples: int = 2000,
     seed: int = 0,
     level: float = 0.95,
-    metrics=BOOTSTRAP_METRICS,
+    metrics=None,
     chunk: int = 250,
 ) -> dict[str, dict[str, float]]:
     """Paired bootstrap of metric(A) - metric(B) on the same texts.
 
-    labels [N]; preds_a, preds_b: [S, N] (or [N]) predicted class ids; row s of A is paired
-    with row s of B (seed s of each arm). Returns, per metric, the observed difference of the
-    seed means (`diff`), the percentile interval (`low`, `high`) of that difference over
-    `num_resamples` text resamples, and `p_le_0`, the share of resamples with a difference <= 0.
+    labels [N]; each arm is predicted class ids [S, N] (or [N]), or a list of S dicts from
+    `per_text_inputs` (then contradiction rate and ECE are compared too). Seed s of A is paired
+    with seed s of B. Returns, per metric, the observed difference of the seed means (`diff`),
+    the percentile interval (`low`, `high`) of that difference over `num_resamples` text
+    resamples, and `p_le_0`, the share of resamples with a difference <= 0.
     """
     labels = np.asarray(labels)
-    preds_a, preds_b = np.atleast_2d(preds_a), np.atleast_2d(preds_b)
-    if preds_a.shape != preds_b.shape or preds_a.shape[1] != labels.shape[0]:
+    runs_a, runs_b = _as_runs(arm_a), _as_runs(arm_b)
+    shapes = [np.shape(r["preds"]) for r in (*runs_a, *runs_b)]
+    if len(runs_a) != len(runs_b) or any(shape != labels.shape for shape in shapes):
         raise ValueError(
             f"paired arms need predictions of the same shape [seeds, texts]: "
-            f"{preds_a.shape} vs {preds_b.shape} for {labels.shape[0]} texts"
+            f"{len(runs_a)} vs {len(runs_b)} seeds of {shapes} for {labels.shape[0]} texts"
         )
     n = labels.shape[0]
-    observed_weights = np.ones((1, n))
+
+    def mean_difference(weights: np.ndarray) -> dict[str, np.ndarray]:
+        total: dict[str, np.ndarray] = {}
+        for a, b in zip(runs_a, runs_b, strict=True):
+            score_a = scores_from_weights(weights, labels, a, num_classes)
+            score_b = scores_from_weights(weights, labels, b, num_classes)
+            for m in score_a.keys() & score_b.keys():
+                total[m] = total.get(m, 0.0) + (score_a[m] - score_b[m]) / len(runs_a)
+        return total
+
+    observed = mean_difference(np.ones((1, n)))
+    metrics = [m for m in (metrics or BOOTSTRAP_METRICS) if m in observed]
     diffs = {m: [] for m in metrics}
-    observed = {m: 0.0 for m in metrics}
     for start in range(0, num_resamples, chunk):
         size = min(chunk, num_resamples - start)
-        weights = resample_weights(n, size, [seed, start])
-        per_seed = {m: np.zeros(size) for m in metrics}
-        for a, b in zip(preds_a, preds_b, strict=True):
-            score_a = scores_from_confusions(_confusions(weights, labels, a, num_classes))
-            score_b = scores_from_confusions(_confusions(weights, labels, b, num_classes))
-            for m in metrics:
-                per_seed[m] += (score_a[m] - score_b[m]) / len(preds_a)
+        resampled = mean_difference(resample_weights(n, size, [seed, start]))
         for m in metrics:
-            diffs[m].append(per_seed[m])
-    for a, b in zip(preds_a, preds_b, strict=True):
-        score_a = scores_from_confusions(_confusions(observed_weights, labels, a, num_classes))
-        score_b = scores_from_confusions(_confusions(observed_weights, labels, b, num_classes))
-        for m in metrics:
-            observed[m] += float(score_a[m][0] - score_b[m][0]) / len(preds_a)
+            diffs[m].append(resampled[m])
     tail = (1.0 - level) / 2 * 100
     result = {}
     for m in metrics:
         values = np.concatenate(diffs[m])
         low, high = np.percentile(values, [tail, 100 - tail])
         result[m] = {
-            "diff": observed[m],
+            "diff": float(observed[m][0]),
             "low": float(low),
             "high": float(high),
             "p_le_0": float((values <= 0).mean()),

@@ -123,7 +123,7 @@ def train_step(
         grads = jax.lax.pmean(grads, axis_name)
         terms = jax.lax.pmean(terms, axis_name)
         count = jax.lax.psum(count, axis_name)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # NaN guard: a step whose loss or gradients are not finite leaves params and optimizer
@@ -153,15 +153,14 @@ def predict_step(params, batch, *, model_def: ModelDef):
 class Parallel:
     """Places state and batches on devices and runs the jitted/pmapped step for one mode.
 
-    mode: "pmap" (replicated state with a device axis), "mesh" (jit + NamedSharding) or
-    "single" (jit on the first device). Counts compilations (one per distinct batch shape).
+    mode (checked by the config validation): "pmap" (replicated state with a device axis),
+    "mesh" (jit + NamedSharding) or "single" (jit on the first device). Counts compilations
+    (one per distinct batch shape).
     """
 
     def __init__(
         self, mode: str, step_fn: Callable | None = None, predict_fn: Callable | None = None
     ):
-        if mode not in ("pmap", "mesh", "single"):
-            raise ValueError(f"parallel.mode must be pmap, mesh or single, got {mode!r}")
         self.mode = mode
         self.devices = jax.local_devices() if mode != "single" else jax.local_devices()[:1]
         self.num_devices = len(self.devices)
@@ -238,11 +237,15 @@ class Parallel:
         return new
 
     def step(self, state, batch: dict):
+        """One train step; the metrics are scalars in every mode (pmap's copies, equal after
+        the all-reduce, are reduced to the first device's)."""
         compiling = self._first_of_shape("train", batch)
-        out = self._step(state, self.put_batch(batch))
+        state, metrics = self._step(state, self.put_batch(batch))
         if compiling:  # compiled synchronously above; the step itself may still run
             release_free_memory()
-        return out
+        if self.mode == "pmap":
+            metrics = {k: v[0] for k, v in metrics.items()}
+        return state, metrics
 
     def predict(self, params, batch: dict) -> dict:
         """Probabilities of this process's rows, gathered over processes: numpy [rows, R, C]."""

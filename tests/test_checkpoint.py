@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_config
 
-from cmhl_jax.checkpoint import CheckpointMismatchError, Checkpoints
-from cmhl_jax.config import load_config
+from cmhl_jax.checkpoint import CheckpointModelMismatchError, Checkpoints
 from cmhl_jax.model import build_model
 from cmhl_jax.step import Parallel, init_train_state, make_optimizer
 from cmhl_jax.tasks import make_task
@@ -21,8 +20,7 @@ from cmhl_jax.tasks import make_task
 @pytest.fixture(scope="module")
 def setup(tiny_encoder_dir):
     """(model_def, fresh host state, host state after a few optimizer steps)."""
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.py")
-    config.model.encoder = str(tiny_encoder_dir)
+    config = tiny_config(tiny_encoder_dir, "", "optim.accum_steps=2")
     model_def, params, _ = build_model(config.model, make_task(config), seed=0)
     tx, _ = make_optimizer(config.optim, 10)  # accum_steps 2: MultiSteps state too
     fresh = jax.device_get(init_train_state(params, tx, seed=0))
@@ -140,7 +138,7 @@ def test_other_head_layout_is_refused(setup, tmp_path):
         head_sizes=(("emotion", 7), ("intensity", 3), ("valence", 3)),
     )
     other = dataclasses.replace(model_def, task=other_task)
-    with pytest.raises(CheckpointMismatchError) as info:
+    with pytest.raises(CheckpointModelMismatchError) as info:
         checkpoints.restore("latest", fresh, fingerprint=other.fingerprint())
     message = str(info.value)
     assert "'emotion': 6" in message and "'emotion': 7" in message  # both layouts

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import _WORDS, emotion_lines, make_emotion_data, make_reddit_mh_data, reddit_mh_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmhl_jax import data
+from cmhl_jax.config import ConfigError, load_config, validate_config
+from cmhl_jax.data import tokens
 
 EMOTIONS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 SUBREDDITS = [
@@ -19,7 +22,6 @@ SUBREDDITS = [
     "self.bipolar",
     "self.offmychest",
 ]
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BUCKETS = (16, 32, 64, 128)
 CLS, SEP = 101, 102
 BATCH_SHAPES = {
@@ -44,6 +46,28 @@ def synthetic_ids(lengths, seed=0):
         np.concatenate([[CLS], rng.integers(1000, 2000, n - 2), [SEP]]).astype(np.int32)
         for n in lengths
     ]
+
+
+def token_fill_ratio(batches):
+    """Real tokens / computed tokens over batches (how much of the compute is not padding)."""
+    real = computed = 0
+    for batch in batches:
+        real += int(np.count_nonzero(batch["segment_ids"]))
+        computed += batch["segment_ids"].size
+    return real / max(computed, 1)
+
+
+def train_batches(token_ids, labels, *, batch_size, seed, epoch, pad_id, start=0, **options):
+    """One training epoch's batches, from a plan built with `BatchOptions(**options)`."""
+    plan = data.EpochPlan.build(
+        token_ids,
+        labels,
+        options=data.BatchOptions(**options),
+        batch_size=batch_size,
+        seed=seed,
+        epoch=epoch,
+    )
+    return list(plan.batches(pad_id=pad_id, start=start))
 
 
 def real_texts(lengths, batches):
@@ -151,20 +175,37 @@ def test_csv_header_needs_text_and_label(tmp_path):
         data.read_examples(path, SUBREDDITS)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data directory {SHARED} is absent")
+@pytest.fixture(scope="module")
+def dataset_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Both dataset formats, written by the conftest: emotion `text;label` lines, reddit_mh
+    CSV (header, quoted multi-line texts with commas and quotes, CRLF row ends)."""
+    base = tmp_path_factory.mktemp("datasets")
+    return {
+        "emotion": make_emotion_data(base / "emotion", n_train=96, n_val=40),
+        "reddit_mh": make_reddit_mh_data(base / "reddit_mh", n_train=60, n_val=25),
+    }
+
+
 @pytest.mark.parametrize(
     ("task", "split", "labels", "count"),
     [
-        ("emotion", "train", EMOTIONS, 16000),
-        ("emotion", "val", EMOTIONS, 2000),
-        ("reddit_mh", "train", SUBREDDITS, 3492),
-        ("reddit_mh", "val", SUBREDDITS, 499),
+        ("emotion", "train", EMOTIONS, 96),
+        ("emotion", "val", EMOTIONS, 40),
+        ("reddit_mh", "train", SUBREDDITS, 60),
+        ("reddit_mh", "val", SUBREDDITS, 25),
     ],
 )
-def test_shared_files_parse_to_documented_counts(task, split, labels, count):
-    examples = data.load_split(data.resolve_split(SHARED / "data" / task, split), labels)
+def test_dataset_files_parse_to_their_counts(dataset_dirs, task, split, labels, count):
+    examples = data.load_split(data.resolve_split(dataset_dirs[task], split), labels)
     assert len(examples) == count and examples.skipped == 0
     assert len(np.unique(examples.labels)) == len(labels)
+    offset = 0 if split == "train" else {"emotion": 96, "reddit_mh": 60}[task]
+    if task == "emotion":
+        expected = [line.rsplit(";", 1) for line in emotion_lines(count, offset)]
+    else:
+        expected = reddit_mh_rows(count, offset)
+    assert list(examples.texts) == [text for text, _ in expected]  # quotes, commas, newlines
+    assert [labels[k] for k in examples.labels] == [label for _, label in expected]
 
 
 def test_load_split_and_resolve_split_errors(tmp_path):
@@ -212,7 +253,7 @@ def test_tokenize_caches_in_memory_and_on_disk(tokenizer, tmp_path):
     assert first[2].tolist() == tokenizer("ok")["input_ids"]
     assert len(list(tmp_path.glob("tokens-*.npz"))) == 1
     from_memory = data.tokenize(texts, tokenizer, 16, cache_dir=tmp_path)
-    data._memory_cache.clear()
+    tokens._memory_cache.clear()
     from_disk = data.tokenize(texts, tokenizer, 16, cache_dir=tmp_path)
     for a, b, c in zip(first, from_memory, from_disk, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -245,10 +286,8 @@ def check_shapes(batch, length, texts_per_row, batch_size):
 def test_buckets_static_shapes_and_smallest_fit():
     lengths = [3, 16, 17, 32, 33, 64, 65, 128] * 5
     token_ids, labels = synthetic_ids(lengths), np.arange(len(lengths)) % 6
-    batches = list(
-        data.train_batches(
-            token_ids, labels, batch_size=4, buckets=BUCKETS, seed=0, epoch=0, pad_id=0
-        )
+    batches = train_batches(
+        token_ids, labels, batch_size=4, buckets=BUCKETS, seed=0, epoch=0, pad_id=0
     )
     assert len(batches) == 12
     shorter_bucket = dict(zip(BUCKETS, (0, *BUCKETS[:-1]), strict=True))
@@ -267,33 +306,60 @@ def test_buckets_static_shapes_and_smallest_fit():
 
 def test_bucket_errors():
     token_ids = synthetic_ids([10, 40])
+    options = data.BatchOptions(buckets=(16, 32))
     with pytest.raises(ValueError, match="largest bucket is 32"):
-        next(data.eval_batches(token_ids, np.zeros(2), batch_size=2, buckets=(16, 32), pad_id=0))
-    with pytest.raises(ValueError, match="strictly increasing"):
-        next(data.eval_batches(token_ids, np.zeros(2), batch_size=2, buckets=(64, 16), pad_id=0))
+        next(data.eval_batches(token_ids, np.zeros(2), options=options, batch_size=2, pad_id=0))
+
+
+@pytest.mark.parametrize(
+    ("buckets", "message"),
+    [((64, 16, 128), "data.buckets must be sorted"), ((), "must cover data.max_length")],
+)
+def test_bad_buckets_are_config_errors(buckets, message):
+    """Buckets are checked once, with the config; the data code trusts BatchOptions."""
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.py")
+    config.data.buckets = buckets
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_batch_options_from_config():
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.py")
+    options = data.BatchOptions.from_config(config.data)
+    assert options == data.BatchOptions(
+        buckets=tuple(config.data.buckets),
+        pack=config.data.pack,
+        pack_len=config.data.pack_len,
+        max_texts_per_row=config.data.max_texts_per_row,
+    )
+    assert options.texts_per_row == (config.data.max_texts_per_row if config.data.pack else 1)
+    assert data.BatchOptions(buckets=[16, 32]).buckets == (16, 32)  # hashable, comparable
 
 
 @pytest.mark.parametrize("pack", [False, True])
 def test_train_order_is_seeded_resumable_and_counted(pack):
     lengths = np.random.default_rng(1).integers(3, 100, 300)
     token_ids, labels = synthetic_ids(lengths), np.zeros(300, np.int32)
-    options = dict(batch_size=8, buckets=BUCKETS, seed=3, pad_id=0, pack=pack, pack_len=64)
+    options = data.BatchOptions(buckets=BUCKETS, pack=pack, pack_len=64)
 
-    def epoch(number, start_batch=0):
-        return list(
-            data.train_batches(token_ids, labels, epoch=number, start_batch=start_batch, **options)
+    def epoch(number, start=0):
+        plan = data.EpochPlan.build(
+            token_ids, labels, options=options, batch_size=8, seed=3, epoch=number
         )
+        return list(plan.batches(pad_id=0, start=start))
 
     first, again, other = epoch(0), epoch(0), epoch(1)
-    assert len(first) == data.num_train_batches(
-        token_ids, epoch=0, **{k: v for k, v in options.items() if k != "pad_id"}
-    )
+    plan = data.EpochPlan.build(token_ids, labels, options=options, batch_size=8, seed=3, epoch=0)
+    assert len(first) == len(plan)
+    assert len(epoch(0, start=len(plan))) == 0
+    with pytest.raises(ValueError, match="outside this epoch"):
+        plan.batches(pad_id=0, start=len(plan) + 1)
     for a, b in zip(first, again, strict=True):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
     order = [b["example_index"].tolist() for b in first]
     assert order != [b["example_index"].tolist() for b in other]
-    assert [b["example_index"].tolist() for b in epoch(0, start_batch=5)] == order[5:]
+    assert [b["example_index"].tolist() for b in epoch(0, start=5)] == order[5:]
     for batches in (first, other):
         seen = sorted(index for index, _ in real_texts(lengths, batches))
         assert seen == list(range(300))
@@ -307,11 +373,9 @@ def test_eval_batches_cover_every_example_once(pack):
         data.eval_batches(
             token_ids,
             np.arange(101) % 6,
+            options=data.BatchOptions(buckets=BUCKETS, pack=pack, pack_len=64),
             batch_size=8,
-            buckets=BUCKETS,
             pad_id=0,
-            pack=pack,
-            pack_len=64,
         )
     )
     found = real_texts(lengths, batches)
@@ -349,39 +413,52 @@ def check_packed(batches, token_ids, lengths, pack_len, max_texts):
 def test_packing_rows_are_contiguous_and_complete():
     lengths = np.random.default_rng(4).integers(3, 80, 500)
     token_ids = synthetic_ids(lengths)
-    batches = list(
-        data.train_batches(
-            token_ids,
-            np.zeros(500),
-            batch_size=16,
-            buckets=BUCKETS,
-            seed=0,
-            epoch=2,
-            pad_id=0,
-            pack=True,
-            pack_len=64,
-            max_texts_per_row=4,
-        )
+    batches = train_batches(
+        token_ids,
+        np.zeros(500),
+        batch_size=16,
+        buckets=BUCKETS,
+        seed=0,
+        epoch=2,
+        pad_id=0,
+        pack=True,
+        pack_len=64,
+        max_texts_per_row=4,
     )
     check_packed(batches, token_ids, lengths, 64, 4)
     assert {b["input_ids"].shape[1] for b in batches} == {64, 128}
 
 
-def test_packing_on_real_emotion_train(tokenizer):
-    if not SHARED.is_dir():
-        pytest.skip(f"shared data directory {SHARED} is absent")
-    examples = data.read_examples(SHARED / "data" / "emotion" / "train.txt", EMOTIONS)
+def emotion_sized_lines(n: int, seed: int = 0) -> list[str]:
+    """`n` lines `text;label` with the dair-ai emotion train set's length profile (2 to 66
+    words, median 17, mean 19): a gamma distribution of word counts, clipped."""
+    rng = np.random.default_rng(seed)
+    words = "i feel the and so that my was really not a to of it me like am".split()
+    words += " ".join(_WORDS.values()).split()
+    counts = np.clip(np.round(rng.gamma(2.4, 8.0, n)), 2, 66).astype(int)
+    labels = rng.integers(0, len(EMOTIONS), n)
+    return [
+        f"{' '.join(rng.choice(words, k))};{EMOTIONS[c]}"
+        for k, c in zip(counts, labels, strict=True)
+    ]
+
+
+def test_packing_on_an_emotion_sized_corpus(tokenizer, tmp_path):
+    path = write(tmp_path / "train.txt", "\n".join(emotion_sized_lines(16000)) + "\n")
+    examples = data.read_examples(path, EMOTIONS)
     token_ids = data.tokenize(examples.texts, tokenizer, 128)
     lengths = np.array([len(ids) for ids in token_ids])
-    stats = data.packing_stats(token_ids, pack_len=64, max_texts_per_row=8)
+    stats = data.packing_stats(
+        token_ids, options=data.BatchOptions(BUCKETS, pack_len=64, max_texts_per_row=8)
+    )
     options = dict(batch_size=32, buckets=BUCKETS, seed=0, epoch=0, pad_id=0)
-    bucketed = list(data.train_batches(token_ids, examples.labels, **options))
-    packed = list(data.train_batches(token_ids, examples.labels, pack=True, pack_len=64, **options))
+    bucketed = train_batches(token_ids, examples.labels, **options)
+    packed = train_batches(token_ids, examples.labels, pack=True, pack_len=64, **options)
     check_packed(packed, token_ids, lengths, 64, 8)
     print(
-        f"\nemotion train, pack_len=64: {stats}\n"
-        f"real/computed tokens: buckets {data.token_fill_ratio(bucketed):.3f} "
-        f"({len(bucketed)} batches), packed {data.token_fill_ratio(packed):.3f} "
+        f"\nemotion-sized corpus, pack_len=64: {stats}\n"
+        f"real/computed tokens: buckets {token_fill_ratio(bucketed):.3f} "
+        f"({len(bucketed)} batches), packed {token_fill_ratio(packed):.3f} "
         f"({len(packed)} batches)"
     )
     assert stats.fill_ratio > 0.9 and stats.packed_texts + stats.unpacked_texts == 16000

@@ -11,13 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from cmhl_jax.encoder import (
-    CheckpointMismatchError,
     Encoder,
     EncoderConfig,
+    WeightsMismatchError,
     load_encoder,
     random_encoder,
     save_pretrained,
@@ -28,13 +29,7 @@ transformers = pytest.importorskip("transformers")
 
 LENGTHS = (3, 20, 9, 14)
 UNSUPPORTED_GPT2 = r"unsupported model_type 'gpt2'; supported: bert, roberta"
-TINY_CONFIG = dict(
-    vocab_size=100,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-)
+TINY_CONFIG = TINY  # the tiny preset's encoder shape, a 100-word vocabulary
 
 
 def _batch(lengths, vocab_size, pad_id, seed=0):
@@ -123,6 +118,7 @@ def test_tiny_bert_parity_token_types(tiny_hf_model):
 # --- packing and output rows -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
 def test_output_rows_gather_full_output(model_type):
     encoder = _tiny(model_type)
@@ -134,6 +130,7 @@ def test_output_rows_gather_full_output(model_type):
     np.testing.assert_allclose(picked, np.take_along_axis(full, rows[..., None], 1), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
 def test_packed_rows_equal_unpacked_texts(model_type):
     encoder = _tiny(model_type)
@@ -166,6 +163,7 @@ def test_bfloat16_close_to_float32(tiny_hf_model):
     assert rel <= 0.05
 
 
+@pytest.mark.slow
 def test_dropout_train_vs_eval():
     encoder = _tiny("bert", hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)
     ids, mask = _batch(LENGTHS, 100, pad_id=0)
@@ -217,6 +215,7 @@ def test_gelu_values_and_gradient_equal_autodiff(dtype):
     np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(theirs, np.float32), **tol)
 
 
+@pytest.mark.slow
 def test_module_is_pure_function_of_params():
     encoder = _tiny("roberta")
     graphdef, params, rest = nnx.split(encoder, nnx.Param, ...)
@@ -248,7 +247,7 @@ def test_checkpoint_mismatches_listed_in_one_error(tiny_hf_model):
     tensors["encoder.layer.0.intermediate.dense.weight"] = np.zeros((65, 32), np.float32)
     tensors["encoder.layer.0.attention.self.rotary.weight"] = np.zeros(3, np.float32)
     save_file(tensors, weights, metadata={"format": "pt"})
-    with pytest.raises(CheckpointMismatchError) as info:
+    with pytest.raises(WeightsMismatchError) as info:
         load_encoder(path)
     message = str(info.value)
     assert str(weights) in message and "3 problems" in message
@@ -308,6 +307,7 @@ def test_tokenizer_equals_autotokenizer(minilm_path, tmp_path):
     assert fallback(texts)["input_ids"] == auto["input_ids"]
 
 
+@pytest.mark.slow
 def test_loading_minilm_does_not_import_torch(minilm_path):
     """torch costs ~200 MB of memory; the JAX process never needs it."""
     code = (

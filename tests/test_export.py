@@ -22,6 +22,7 @@ def exported(tmp_path_factory):
     return workdir, out
 
 
+@pytest.mark.slow
 def test_export_files(exported):
     _, out = exported
     names = {p.name for p in out.iterdir()}
@@ -35,6 +36,7 @@ def test_export_files(exported):
     assert meta["config"]["loss"]["variant"] == "sum"
 
 
+@pytest.mark.slow
 def test_encoder_loads_in_transformers(exported):
     transformers = pytest.importorskip("transformers")
     _, out = exported
@@ -44,6 +46,7 @@ def test_encoder_loads_in_transformers(exported):
     assert tokenizer("hello")["input_ids"][0] == tokenizer.cls_token_id
 
 
+@pytest.mark.slow
 def test_import_predictions_match_workdir(exported):
     workdir, out = exported
     from_workdir = Predictor.from_workdir(workdir).predict_arrays(TEXTS)

@@ -163,6 +163,7 @@ def test_exclusivity_matrix_equals_double_loop(tables, variant):
     np.testing.assert_allclose(float(got), expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_loss_gradients(tables):
     rng = np.random.default_rng(1)
     logits = {

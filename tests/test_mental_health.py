@@ -9,10 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-from cmhl_jax.mental_health import (
+from cmhl_jax.tasks import EarlyStopping
+from cmhl_jax.tasks.mental_health import (
     SWMH_LABELS,
-    EarlyStopping,
     apply_gated_heads,
     default_mental_health_config,
     init_gated_heads,
@@ -20,7 +19,6 @@ from cmhl_jax.mental_health import (
     learned_loss_weight,
     mental_health_loss,
     mental_health_report,
-    select_best,
     selection_score,
 )
 
@@ -177,13 +175,17 @@ def test_selection_score_picks_the_right_checkpoint(config):
         {"macro_f1": 0.72, "weighted_f1": 0.72, "mean_confidence": 0.30},  # 0.594 best F1
     ]
     assert selection_score(history[2], config.selection) == pytest.approx(0.7 * 0.66 + 0.3 * 0.6)
-    assert select_best(history, config.selection) == 2
+
+    def best(selection):  # the checkpoint the loop keeps: the highest selection score
+        return int(np.argmax([selection_score(report, selection) for report in history]))
+
+    assert best(config.selection) == 2
     f1_only = {"f1_metric": "macro_f1", "f1_weight": 1.0, "confidence_weight": 0.0}
-    assert select_best(history, f1_only) == 3
+    assert best(f1_only) == 3
     weighted = dict(config.selection) | {"f1_metric": "weighted_f1"}
-    assert select_best(history, weighted) == 2
+    assert best(weighted) == 2
     with pytest.raises(ValueError, match="f1_metric"):
-        select_best(history, dict(config.selection) | {"f1_metric": "f1"})
+        best(dict(config.selection) | {"f1_metric": "f1"})
 
 
 def test_early_stopping_after_exactly_patience_bad_epochs():
@@ -231,20 +233,28 @@ def test_report_keys_and_gate_means(config):
 
 @pytest.mark.parametrize("name", ["swmh_roberta", "swmh_minilm"])
 def test_configs(name):
+    """The mental-health configs validate (buckets cover max_length, ...), use the package's
+    classes, and select checkpoints by a score that the task's report has."""
     from cmhl_jax.config import load_config, validate_config
 
     config = load_config(Path(__file__).parents[1] / "configs" / f"{name}.py")
     validate_config(config)
     assert config.task == "mental_health"
     assert config.mental_health.label_names == list(SWMH_LABELS)
-    assert config.data.buckets[-1] >= config.data.max_length == 256
-    assert config.checkpoint.metric == "selection_score"
-    assert config.batch_size % 8 == 0 or name == "swmh_roberta"
+    levels = intensity_labels(config.mental_health)
+    outputs = {
+        "final": np.eye(5) * 0.5 + 0.1,
+        "intensity": np.eye(len(config.mental_health.level_names))[levels],
+        "gate": np.full((5, 2), 0.5),
+    }
+    report = mental_health_report(outputs, np.arange(5), config.mental_health)
+    assert np.isfinite(report[config.checkpoint.metric])
 
 
-def test_label_names_read_the_reddit_mh_data(shared_dir, config):
+def test_label_names_read_the_reddit_mh_data(reddit_mh_data, config):
+    """The config's class names are the labels of the reddit_mh CSVs (conftest's format)."""
     from cmhl_jax.data import read_examples
 
-    examples = read_examples(shared_dir / "data" / "reddit_mh" / "val.csv", config.label_names)
-    assert len(examples) == 499
+    examples = read_examples(reddit_mh_data / "val.csv", config.label_names)
+    assert len(examples) == 25
     assert np.bincount(examples.labels, minlength=5).min() > 0

@@ -17,6 +17,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import tiny_train_args
+
+pytestmark = pytest.mark.slow  # subprocesses / a tiny training run
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 3
@@ -31,29 +34,17 @@ def free_port() -> int:
 
 
 def common_args(workdir: Path, encoder: Path, data: Path) -> list[str]:
-    """Deterministic (dropout off), 3 steps of 8 texts, one batch shape."""
-    return [
-        "train.py",
-        "--config",
-        "configs/default.py",
-        "--workdir",
-        str(workdir),
-        f"--config.model.encoder={encoder}",
-        f"--config.data.local_dir={data}",
-        "--config.model.hidden_dropout_prob=0.0",
-        "--config.model.attention_probs_dropout_prob=0.0",
-        "--config.model.head_dropout=0.0",
-        "--config.data.max_length=32",
-        "--config.data.buckets=(32,)",
-        "--config.batch_size=8",
-        "--config.eval_batch_size=8",
-        "--config.optim.lr=1e-3",
-        "--config.optim.accum_steps=1",
-        "--config.optim.warmup_frac=0.0",
-        "--config.num_epochs=1",
-        f"--config.max_steps={STEPS}",
-        "--config.log_every=1",
-    ]
+    """The tiny preset (batch 8, one batch shape), deterministic (dropout off), 3 steps."""
+    return tiny_train_args(
+        workdir,
+        encoder,
+        data,
+        "model.hidden_dropout_prob=0.0",
+        "model.attention_probs_dropout_prob=0.0",
+        "model.head_dropout=0.0",
+        "optim.warmup_frac=0.0",
+        f"max_steps={STEPS}",
+    )
 
 
 def launch(args: list[str], devices: int, log: Path) -> subprocess.Popen:

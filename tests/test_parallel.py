@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses / a tiny training run
+
 NUM_DEVICES = 8
 NUM_STEPS = 3
 BATCH_SIZE = 8  # global rows: one per device
@@ -25,24 +27,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(encoder_dir, data_dir, pack: bool):
-    """Deterministic (dropout off), one batch shape (one bucket / one pack length)."""
-    from configs.default import get_config
+    """The tiny preset (one bucket / one pack length of 32), deterministic (dropout off)."""
+    from configs.tiny import get_config
 
     config = get_config()
     config.model.encoder = str(encoder_dir)
+    config.data.local_dir = str(data_dir)
     config.model.hidden_dropout_prob = 0.0
     config.model.attention_probs_dropout_prob = 0.0
     config.model.head_dropout = 0.0
-    config.data.local_dir = str(data_dir)
-    config.data.max_length = 32
-    config.data.buckets = (32,)
     config.data.pack = pack
-    config.data.pack_len = 32
-    config.data.max_texts_per_row = 4
-    config.optim.lr = 1e-3
     config.optim.warmup_frac = 0.0
-    config.optim.accum_steps = 1
-    config.batch_size = BATCH_SIZE
+    assert config.batch_size == BATCH_SIZE and config.data.max_texts_per_row == 4
     return config
 
 
@@ -75,17 +71,15 @@ def worker(encoder_dir: str, data_dir: str, packing: str, out: str) -> None:
         data_lib.split_spec(config.data, "train"), list(task.label_names)
     )
     token_ids = data_lib.tokenize_split(examples, tokenizer, config.data, cache_dir=None)
-    batches = list(
-        data_lib.train_batches(
-            token_ids,
-            examples.labels,
-            batch_size=BATCH_SIZE,
-            seed=0,
-            epoch=0,
-            pad_id=int(tokenizer.pad_token_id),
-            **data_lib.batch_options(config.data),
-        )
-    )[: NUM_STEPS + 1]
+    plan = data_lib.EpochPlan.build(
+        token_ids,
+        examples.labels,
+        options=data_lib.BatchOptions.from_config(config.data),
+        batch_size=BATCH_SIZE,
+        seed=0,
+        epoch=0,
+    )
+    batches = list(plan.batches(pad_id=int(tokenizer.pad_token_id)))[: NUM_STEPS + 1]
     # One shape, so one compilation per mode; some device shards hold padding rows only.
     assert len({b["input_ids"].shape for b in batches}) == 1
     host_state = jax.device_get(init_train_state(params, tx, seed=0))

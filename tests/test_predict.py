@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from cmhl_jax import predict
 
+pytestmark = pytest.mark.slow  # subprocesses / a tiny training run
+
 THREE = ["i feel wonderful today", "i am so angry at them", "that was a scary night"]
 EMOTIONS = set(helpers.EMOTIONS)
 
@@ -71,9 +73,11 @@ def test_cli_input_file_and_bad_bytes(workdir, tmp_path, capsys):
     source.write_bytes(b"first text\nbad \xff\xfe bytes\n\nlast one\n")
     output = tmp_path / "out.jsonl"
     argv = ["--workdir", str(workdir), "--input", str(source), "--output", str(output)]
-    assert predict.main(argv) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(argv)
+    assert exit_info.value.code == 1
     assert f"{source}:2: not valid UTF-8" in capsys.readouterr().err
-    assert predict.main([*argv, "--encoding-errors", "replace"]) == 0
+    assert predict.main([*argv, "--encoding_errors", "replace"]) == 0
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [r["text"] for r in records] == ["first text", "bad \ufffd\ufffd bytes", "", "last one"]
 

@@ -67,6 +67,7 @@ print(json.dumps({"active": jemalloc_active(), "released": released,
 """
 
 
+@pytest.mark.slow
 @needs_jemalloc
 def test_jemalloc_keeps_freed_memory_until_released(tmp_path):
     out = _run(PROBE, tmp_path)
@@ -74,11 +75,13 @@ def test_jemalloc_keeps_freed_memory_until_released(tmp_path):
     assert out["before"] - out["after"] > 200, out  # ~320 MB freed but kept, then returned
 
 
+@pytest.mark.slow
 def test_release_is_a_no_op_without_jemalloc(tmp_path):
     out = _run(PROBE, tmp_path, CMHL_FAST_RUNTIME="0")
     assert not out["active"] and not out["released"] and out["async_dispatch"]
 
 
+@pytest.mark.slow
 def test_runtime_without_jax_does_not_import_it(tmp_path):
     """PyTorch-only processes (the benchmarks' memory children) keep jax out of their RSS."""
     code = """

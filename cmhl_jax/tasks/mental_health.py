@@ -6,12 +6,12 @@ Building blocks only, all pure: the config block and its label tables, the gated
     a = softmax(W2 tanh(W1 z + b1) + b2),  z~ = [a1 z_M; a2 z_I],  y^ = softmax(W_o z~ + b_o)
 
 the loss L = CE(y^, y) + w CE(softmax(z_I), s) with w = softplus(omega) learned, the validation
-report with the paper's checkpoint selection score, and early stopping.
+report with the paper's checkpoint selection score, and the task itself (`make_task`), with
+early stopping on validation F1 (patience 3) and the CE-only single-head baseline.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -20,9 +20,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from cmhl_jax.config import ConfigError
 from cmhl_jax.heads import apply_heads, init_heads
 from cmhl_jax.losses import weighted_cross_entropy
 from cmhl_jax.metrics import classification_scores, expected_calibration_error
+from cmhl_jax.tasks.base import EarlyStopping, Task, softmax_outputs
 
 # The label strings of SWMH (and of ../shared/data/reddit_mh), in class-id order.
 SWMH_LABELS = (
@@ -212,13 +214,6 @@ def selection_score(report: Mapping, selection: Mapping) -> float:
     )
 
 
-def select_best(history: Sequence[Mapping], selection: Mapping) -> int:
-    """Index of the validation report with the highest selection score (earliest on ties)."""
-    if not history:
-        raise ValueError("select_best needs at least one validation report")
-    return int(np.argmax([selection_score(report, selection) for report in history]))
-
-
 def mean_gate_by_class(gate: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict:
     """Mean gate weights [a1, a2] over the texts of each gold class (None: no such text)."""
     return {
@@ -252,26 +247,110 @@ def mental_health_report(
     return report
 
 
-@dataclasses.dataclass
-class EarlyStopping:
-    """Stops after `patience` consecutive epochs without a strictly better metric (higher is
-    better); patience 0 never stops. `state_dict`/`from_state_dict` round-trip for resume."""
+# ---------------------------------------------------------------------------------------------
+# The task
 
-    patience: int = 3
-    best: float | None = None
-    bad_epochs: int = 0
 
-    def update(self, metric: float) -> bool:
-        """Records one epoch's validation metric; True when training should stop."""
-        if self.best is None or metric > self.best:
-            self.best, self.bad_epochs = float(metric), 0
-        else:
-            self.bad_epochs += 1
-        return self.patience > 0 and self.bad_epochs >= self.patience
+def validate(config) -> None:
+    """The mental-health block's own checks, as one ConfigError listing every problem."""
+    mh = config.mental_health
+    errors = []
+    try:
+        intensity_labels(mh)
+    except ValueError as err:
+        errors.append(str(err))
+    if mh.selection.f1_metric not in SELECTION_F1_METRICS:
+        errors.append(
+            f"mental_health.selection.f1_metric must be one of {SELECTION_F1_METRICS}, "
+            f"got {mh.selection.f1_metric!r}"
+        )
+    if mh.initial_loss_weight <= 0:
+        errors.append(
+            f"mental_health.initial_loss_weight must be > 0, got {mh.initial_loss_weight}"
+        )
+    if mh.early_stopping.patience < 0:
+        errors.append("mental_health.early_stopping.patience must be >= 0 (0 disables)")
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
-    def state_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_state_dict(cls, state: Mapping) -> EarlyStopping:
-        return cls(**state)
+def _gated_heads(config, levels, num_classes: int, num_levels: int) -> dict:
+    """Task fields of the paper's gated model: heads, gate and the learned-weight loss."""
+    mh = config.mental_health
+
+    def init(key, hidden_size):
+        return init_gated_heads(
+            key, hidden_size, num_classes, num_levels, mh.gate_bottleneck, mh.initial_loss_weight
+        )
+
+    def loss(outputs, head_params, labels, weights, normalizer):
+        return mental_health_loss(
+            outputs, labels, levels, weights, head_params["loss_weight_raw"], normalizer
+        )
+
+    return dict(
+        init_heads=init,
+        apply_heads=apply_gated_heads,
+        loss=loss,
+        probabilities=lambda outputs: softmax_outputs(outputs, keep=("gate",)),
+        head_sizes=(
+            ("final", num_classes),
+            ("gate", 2),
+            ("intensity", num_levels),
+            ("primary", num_classes),
+            ("gate_bottleneck", int(mh.gate_bottleneck)),
+        ),
+    )
+
+
+def _single_head(num_classes: int) -> dict:
+    """Task fields of the CE-only baseline: one linear head, CE loss."""
+
+    def loss(outputs, head_params, labels, weights, normalizer):
+        del head_params
+        ce = weighted_cross_entropy(
+            outputs["final"], labels, weights.astype(jnp.float32), normalizer
+        )
+        return ce, {"loss": ce, "ce_final": ce}
+
+    return dict(
+        init_heads=lambda key, hidden_size: init_heads(key, hidden_size, {"final": num_classes}),
+        apply_heads=apply_heads,
+        loss=loss,
+        probabilities=softmax_outputs,
+        head_sizes=(("final", num_classes),),
+    )
+
+
+def make_task(config) -> Task:
+    """The gated multi-head model of spec 2, or with `single_head_baseline` the CE-only
+    baseline; both select by `checkpoint.metric` and stop early on validation F1."""
+    validate(config)
+    mh = config.mental_health
+    classes, levels = tuple(mh.label_names), tuple(mh.level_names)
+    if mh.get("single_head_baseline", False):
+        fields = _single_head(len(classes))
+    else:
+        fields = _gated_heads(config, jnp.asarray(intensity_labels(mh)), len(classes), len(levels))
+    return Task(
+        name="mental_health",
+        label_names=classes,
+        primary="final",
+        report=lambda probs, labels: mental_health_report(
+            probs, labels, mh, bins=config.eval.ece_bins
+        ),
+        head_labels={"final": classes, "primary": classes, "intensity": levels},
+        selection_metric=config.checkpoint.metric,
+        summary_metrics=(
+            "accuracy",
+            "macro_f1",
+            "weighted_f1",
+            "macro_recall",
+            "intensity_accuracy",
+            "mean_confidence",
+            "selection_score",
+            "ece",
+        ),
+        early_stopping=EarlyStopping(mh.early_stopping.metric, mh.early_stopping.patience),
+        **fields,
+    )
