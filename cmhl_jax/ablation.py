@@ -285,6 +285,12 @@ def train_runs(runs: list[Run], configs: dict, *, parallel_runs: int = 1, device
 # Scoring: one record per run
 
 
+def spec_id(spec: str) -> str:
+    """What identifies a split across machines: a file's name (the folder differs from machine
+    to machine), else the spec itself (`hf:...`, `tfds:...`)."""
+    return spec if spec.startswith(("hf:", "tfds:")) else Path(spec).name
+
+
 def val_curve(workdir: Path) -> list[dict]:
     """The epoch-end validation records of a run's metrics.jsonl."""
     path = workdir / "metrics.jsonl"
@@ -305,7 +311,11 @@ def score_run(run: Run, config, splits: dict[str, str]) -> dict:
     arrays_path = run.record.with_suffix(".npz")
     arrays = dict(np.load(arrays_path)) if arrays_path.is_file() else {}
     scores = record.get("scores", {})
-    missing = {s: spec for s, spec in splits.items() if scores.get(s, {}).get("spec") != spec}
+    missing = {
+        s: spec
+        for s, spec in splits.items()
+        if spec_id(scores.get(s, {}).get("spec", "")) != spec_id(spec)
+    }
     if not missing:
         return record
     from cmhl_jax.evaluate import evaluate_split, load_trained
@@ -617,7 +627,10 @@ def _record_has(run: Run, splits: dict[str, str]) -> bool:
     if not run.record.is_file() or not run.record.with_suffix(".npz").is_file():
         return False
     scores = json.loads(run.record.read_text()).get("scores", {})
-    return all(scores.get(split, {}).get("spec") == spec for split, spec in splits.items())
+    return all(
+        spec_id(scores.get(split, {}).get("spec", "")) == spec_id(spec)
+        for split, spec in splits.items()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

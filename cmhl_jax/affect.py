@@ -19,8 +19,8 @@ def default_affect_config() -> ml_collections.ConfigDict:
     """The spec's defaults: paper valence map, chosen intensity map and NRC-VAD coordinates."""
     return ml_collections.ConfigDict(
         {
-            "emotion_names": list(EMOTIONS),
-            "valence_names": ["negative", "neutral", "positive"],
+            "emotion_names": tuple(EMOTIONS),
+            "valence_names": ("negative", "neutral", "positive"),
             "valence_of": {
                 "sadness": "negative",
                 "joy": "positive",
@@ -29,7 +29,7 @@ def default_affect_config() -> ml_collections.ConfigDict:
                 "fear": "negative",
                 "surprise": "neutral",
             },
-            "intensity_names": ["low", "high"],
+            "intensity_names": ("low", "high"),
             "intensity_of": {
                 "sadness": "low",
                 "joy": "high",
@@ -47,8 +47,8 @@ def default_affect_config() -> ml_collections.ConfigDict:
                 "fear": [0.073, 0.840],
                 "surprise": [0.875, 0.875],
             },
-            "positive_set": ["joy", "love"],
-            "negative_set": ["sadness", "anger", "fear"],
+            "positive_set": ("joy", "love"),
+            "negative_set": ("sadness", "anger", "fear"),
             "tau0": 0.5,
             "gamma": 0.2,
         }

@@ -55,7 +55,7 @@ def _looks_like_io_error(err: BaseException) -> bool:
 
 
 def _remove_tree(path: epath.Path) -> None:
-    """Deletes a folder (local or remote), ignoring errors, as shutil.rmtree(ignore_errors)."""
+    """Deletes a folder (local or remote), ignoring errors."""
     try:
         path.rmtree(missing_ok=True)
     except OSError as err:

@@ -2,9 +2,10 @@
 
 Flags are absl flags, one `FlagValues` per tool; the config is an `ml_collections.config_flags`
 config file flag, as in the Flax examples: `--config FILE --config.a.b=value`. On top of the
-library this adds a one-line error with close matches for an unknown `--config.*` key, config files that import
-their siblings (`from configs import default`), logging in one format, and one-line errors
-without a traceback for the problems a user can fix (`cmhl_jax.errors.UserError`).
+library this adds a one-line error with close matches for an unknown `--config.*` key,
+config files that import their siblings (`from configs import default`), logging in one
+format, and one-line errors without a traceback for the problems a user can fix
+(`cmhl_jax.errors.UserError`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ def define_config_flag(flag_values: flags.FlagValues, sys_argv: list[str] | None
     return config_flags.DEFINE_config_file(
         "config",
         None,
-        "config file (a Python file with get_config()); override any field with "
-        "--config.a.b=value",
+        "config file (a Python file with get_config()); override any field with --config.a.b=value",
         flag_values=flag_values,
         sys_argv=sys_argv,
     )

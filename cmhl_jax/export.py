@@ -78,7 +78,7 @@ def export(trained: TrainedModel, out_dir: str | Path) -> epath.Path:
             for path in epath.Path(local).iterdir():
                 path.copy(target / path.name, overwrite=True)
         return target
-    return epath.Path(_export_local(trained, Path(out_dir)))
+    return epath.Path(_export_local(trained, Path(str(out_dir))))  # a local folder here
 
 
 def _export_local(trained: TrainedModel, out_dir: Path) -> Path:

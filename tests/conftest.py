@@ -133,12 +133,14 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
 
 
 def emotion_lines(n: int, offset: int = 0) -> list[str]:
-    """`n` generated lines `text;label` (labels cycle through EMOTION_NAMES), from `offset`."""
+    """`n` generated lines `text;label` (labels cycle through EMOTION_NAMES), from `offset`;
+    lengths vary (so packed rows hold unequal text counts)."""
     lines = []
     for i in range(offset, offset + n):
         label = EMOTION_NAMES[i % len(EMOTION_NAMES)]
         words = _WORDS[label].split()
-        text = f"i feel {words[i % 5]} and {words[(i // 6) % 5]} today number {i}"
+        very = " really" * (i * 7 % 5)
+        text = f"i feel{very} {words[i % 5]} and {words[(i // 6) % 5]} today number {i}"
         lines.append(f"{text};{label}")
     return lines
 

@@ -41,7 +41,6 @@ def multi_hot(*label_sets, size=28):
 # --- label maps ---------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/goemotions")
 def test_embedded_maps_are_the_official_files():
     assert ge.EMOTIONS == tuple((SHARED / "emotions.txt").read_text().split("\n"))
     ekman = json.loads((SHARED / "ekman_mapping.json").read_text())
@@ -370,11 +369,13 @@ def make_goemotions_data(path: Path, n_train: int = 64, n_dev: int = 24) -> Path
     return path
 
 
+@pytest.mark.slow  # a tiny training run
 def test_tiny_train_and_eval(tmp_path, tiny_encoder_dir):
     import importlib.util
 
+    from conftest import tiny_config
+
     from cmhl_jax.loop import train_and_evaluate
-    from tests.conftest import tiny_config
 
     data = make_goemotions_data(tmp_path / "data")
     config = tiny_config(tiny_encoder_dir, data, "data.pack=True", "max_steps=3")

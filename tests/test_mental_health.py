@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
 from cmhl_jax.tasks import EarlyStopping
 from cmhl_jax.tasks.mental_health import (
     SWMH_LABELS,

@@ -42,34 +42,77 @@ def tiny_config(encoder_dir, data_dir, pack: bool):
     return config
 
 
+def _max_diff(a, b) -> float:
+    import jax
+    import numpy as np
+
+    diffs = jax.tree_util.tree_map(
+        lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y)))), a, b
+    )
+    return max(jax.tree_util.tree_leaves(diffs))
+
+
+def _initial_params(config):
+    """The parameters every run starts from (the model of `config`, seed 0)."""
+    from cmhl_jax.model import build_model
+    from cmhl_jax.tasks import make_task
+
+    return build_model(config.model, make_task(config), seed=config.seed)[1]
+
+
+def _train(config, workdir: Path) -> dict:
+    """`train_and_evaluate` with a checkpoint after NUM_STEPS steps and one more step after it;
+    returns the per-step losses and the raw checkpoint trees at NUM_STEPS and at the end."""
+    from cmhl_jax.checkpoint import Checkpoints
+    from cmhl_jax.loop import train_and_evaluate
+
+    summary = train_and_evaluate(config, workdir)
+    records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    checkpoints = Checkpoints(workdir, keep_best=1, metric="macro_f1")
+    return {
+        "summary": summary,
+        "losses": [r["loss"] for r in records if "loss" in r],
+        "mid": checkpoints.read_arrays(NUM_STEPS)[1],
+        "end": checkpoints.read_arrays("latest")[1],
+    }
+
+
 def worker(encoder_dir: str, data_dir: str, packing: str, out: str) -> None:
-    """Trains NUM_STEPS steps in single, pmap and mesh mode; writes the max |diff| to single."""
-    import functools
+    """Trains with `train_and_evaluate` in single, pmap and mesh mode (NUM_STEPS steps, a
+    checkpoint, one more step) and writes the max |diff| of each mode to single; then resumes a
+    copy of the pmap run from its NUM_STEPS checkpoint in mesh mode."""
+    import shutil
 
     import jax
     import numpy as np
 
     from cmhl_jax import data as data_lib
-    from cmhl_jax.checkpoint import Checkpoints
-    from cmhl_jax.model import build_model
-    from cmhl_jax.step import Parallel, init_train_state, make_optimizer, train_step
+    from cmhl_jax.encoder.hub import load_tokenizer
     from cmhl_jax.tasks import make_task
 
     assert jax.device_count() == NUM_DEVICES, jax.devices()
+    out_dir = Path(out).with_suffix("")
     config = tiny_config(encoder_dir, data_dir, pack=packing == "packed")
-    task = make_task(config)
-    model_def, params, tokenizer = build_model(config.model, task, seed=0)
-    tx, schedule = make_optimizer(config.optim, NUM_STEPS + 1)
-    step_fn = functools.partial(
-        train_step,
-        model_def=model_def,
-        tx=tx,
-        schedule=schedule,
-        accum_steps=1,
-    )
-    examples = data_lib.load_split(
-        data_lib.split_spec(config.data, "train"), list(task.label_names)
-    )
+    config.max_steps = NUM_STEPS + 1
+    config.checkpoint.every_steps = NUM_STEPS
+    runs = {}
+    for mode in ("single", "pmap", "mesh"):
+        config.parallel.mode = mode
+        runs[mode] = _train(config, out_dir / mode)
+        assert runs[mode]["summary"]["compiles"] == 2  # one train and one predict shape
+
+    # Resume across modes: the pmap run's NUM_STEPS checkpoint, resumed in mesh mode.
+    resumed_dir = out_dir / "pmap_resumed_in_mesh"
+    shutil.copytree(out_dir / "pmap", resumed_dir)
+    for kind in ("latest", "best"):
+        shutil.rmtree(resumed_dir / "checkpoints" / kind / str(NUM_STEPS + 1), ignore_errors=True)
+    config.parallel.mode = "mesh"
+    resumed = _train(config, resumed_dir)
+
+    # The batches' text counts per device (8 devices, one row each).
+    labels = list(make_task(config).label_names)
+    examples = data_lib.load_split(data_lib.split_spec(config.data, "train"), labels)
+    tokenizer = load_tokenizer(encoder_dir)
     token_ids = data_lib.tokenize_split(examples, tokenizer, config.data, cache_dir=None)
     plan = data_lib.EpochPlan.build(
         token_ids,
@@ -79,53 +122,20 @@ def worker(encoder_dir: str, data_dir: str, packing: str, out: str) -> None:
         seed=0,
         epoch=0,
     )
-    batches = list(plan.batches(pad_id=int(tokenizer.pad_token_id)))[: NUM_STEPS + 1]
-    # One shape, so one compilation per mode; some device shards hold padding rows only.
-    assert len({b["input_ids"].shape for b in batches}) == 1
-    host_state = jax.device_get(init_train_state(params, tx, seed=0))
-
-    results, losses, parallels, states = {}, {}, {}, {}
-    for mode in ("single", "pmap", "mesh"):
-        parallel = parallels[mode] = Parallel(mode, step_fn)
-        state = parallel.put_state(host_state)
-        losses[mode] = []
-        for batch in batches[:NUM_STEPS]:
-            state, metrics = parallel.step(state, batch)
-            losses[mode].append(float(np.asarray(metrics["loss"]).reshape(-1)[0]))
-        results[mode], states[mode] = parallel.get_state(state), state
-        assert parallel.compiles == 1
-
-    def max_diff(a, b):
-        diffs = jax.tree_util.tree_map(
-            lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y)))), a, b
-        )
-        return max(jax.tree_util.tree_leaves(diffs))
-
-    # Resume across modes: checkpoint the pmap state, restore it into mesh mode, take one more
-    # step in both modes.
-    checkpoints = Checkpoints(Path(out).with_suffix(".ckpt"), keep_best=1, metric="macro_f1")
-    fingerprint = model_def.fingerprint()
-    checkpoints.save(NUM_STEPS, results["pmap"], {"model": fingerprint})
-    restored, _ = checkpoints.restore("latest", host_state, fingerprint=fingerprint)
-    resumed_mesh, _ = parallels["mesh"].step(parallels["mesh"].put_state(restored), batches[-1])
-    continued_pmap, _ = parallels["pmap"].step(states["pmap"], batches[-1])
-    assert parallels["mesh"].compiles == parallels["pmap"].compiles == 1
-
+    batches = list(plan.batches(pad_id=int(tokenizer.pad_token_id)))[:NUM_STEPS]
     report = {
-        "texts_per_device": [b["text_mask"].sum(1).tolist() for b in batches[:NUM_STEPS]],
-        "resume_pmap_to_mesh": max_diff(
-            parallels["mesh"].get_state(resumed_mesh).params,
-            parallels["pmap"].get_state(continued_pmap).params,
-        ),
+        "texts_per_device": [b["text_mask"].sum(1).tolist() for b in batches],
         "texts_per_row": int(batches[0]["text_mask"].shape[1]),
-        "moved": max_diff(results["single"].params, host_state.params),
-        "losses": losses,
-        "steps": {m: int(np.asarray(r.step)) for m, r in results.items()},
+        "resume_pmap_to_mesh": _max_diff(resumed["end"]["params"], runs["pmap"]["end"]["params"]),
+        "resumed_from": int(np.asarray(resumed["mid"]["step"])),
+        "moved": _max_diff(runs["single"]["mid"]["params"], _initial_params(config)),
+        "losses": {m: r["losses"] for m, r in runs.items()},
+        "steps": {m: r["summary"]["step"] for m, r in runs.items()},
     }
-    for mode in ("pmap", "mesh"):
+    for mode in ("pmap", "mesh"):  # the largest difference at the checkpoint and at the end
         report[mode] = {
-            "params": max_diff(results[mode].params, results["single"].params),
-            "opt_state": max_diff(results[mode].opt_state, results["single"].opt_state),
+            key: max(_max_diff(runs[mode][w][key], runs["single"][w][key]) for w in ("mid", "end"))
+            for key in ("params", "opt_state")
         }
     Path(out).write_text(json.dumps(report, indent=2))
 
@@ -176,7 +186,8 @@ def parallel_reports(tiny_encoder_dir, tiny_emotion_data, tmp_path_factory):
 @pytest.mark.parametrize("mode", ["pmap", "mesh"])
 def test_data_parallel_matches_single_device(parallel_reports, mode, packing):
     report = parallel_reports[packing]
-    assert report["steps"] == {"single": NUM_STEPS, "pmap": NUM_STEPS, "mesh": NUM_STEPS}
+    steps = NUM_STEPS + 1
+    assert report["steps"] == {"single": steps, "pmap": steps, "mesh": steps}
     assert report["texts_per_row"] == (4 if packing == "packed" else 1)
     assert report["moved"] > 1e-3  # the steps really changed the parameters
     assert report[mode]["params"] <= ATOL, report
@@ -195,8 +206,8 @@ def test_packed_devices_hold_unequal_text_counts(parallel_reports):
 
 @pytest.mark.parametrize("packing", ["unpacked", "packed"])
 def test_checkpoint_from_pmap_resumes_in_mesh_mode(parallel_reports, packing):
-    """Checkpoint of a pmap state (Parallel.get_state), restored and put_state in mesh mode:
-    one more step there gives the parameters of one more step in pmap mode."""
+    """The pmap run's checkpoint after NUM_STEPS steps, resumed by `train_and_evaluate` in mesh
+    mode: one more step there gives the parameters of one more step in pmap mode."""
     assert parallel_reports[packing]["resume_pmap_to_mesh"] <= ATOL
 
 

@@ -389,14 +389,17 @@ def test_unwritable_workdir_is_reported_before_the_model_loads(
     readonly.mkdir()
     readonly.chmod(0o555)
     if os.geteuid() == 0:  # root writes anyway: refuse like a read-only mount would
-        original = Path.write_text
+        from etils import epath
+
+        path_class = type(epath.Path(readonly))  # workdirs are epath paths
+        original = path_class.write_text
 
         def write_text(self, *args, **kwargs):
-            if readonly in self.parents:
+            if str(self).startswith(str(readonly) + os.sep):
                 raise PermissionError(13, "Permission denied", str(self))
             return original(self, *args, **kwargs)
 
-        monkeypatch.setattr(Path, "write_text", write_text)
+        monkeypatch.setattr(path_class, "write_text", write_text)
     monkeypatch.setattr(loop, "build_model", lambda *a, **k: pytest.fail("model loaded"))
     config = rh.tiny_config(tiny_encoder_dir, data_dir)
     with pytest.raises(PermissionError, match=r"workdir .*readonly/run is not writable"):

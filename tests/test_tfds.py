@@ -89,6 +89,7 @@ def no_local_data(monkeypatch):
     monkeypatch.delenv("CMHL_DATA_DIR", raising=False)
 
 
+@pytest.mark.slow  # a tiny training run
 def test_cmhl_emotion_builder_trains_and_evaluates(tmp_path, monkeypatch, no_local_data):
     manual = helpers.emotion_data(tmp_path)  # train.txt, val.txt (`text;label`)
     tfds_data = tmp_path / "tfds"

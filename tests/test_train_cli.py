@@ -174,7 +174,7 @@ def test_workdir_of_another_head_layout_is_refused(
             copy,
             tiny_encoder_dir,
             tiny_emotion_data,
-            "--config.affect.intensity_names=['low','medium','high']",
+            "--config.affect.intensity_names=('low','medium','high')",
         )
     )
     assert result.returncode != 0

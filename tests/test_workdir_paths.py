@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import research_helpers as helpers
 from etils import epath
 
@@ -14,7 +15,8 @@ from cmhl_jax.paths import is_local, workdir_path
 WRITERS = ("loop.py", "checkpoint.py", "metrics_log.py", "evaluate.py", "export.py")
 # pathlib-only calls that would break a gs:// workdir (a local-only call must be guarded).
 PATHLIB_ONLY = re.compile(
-    r"Path\((workdir|out_dir|manager\.directory)|\.resolve\(\)|shutil\.rmtree|os\.replace"
+    r"(?<!epath\.)Path\((workdir|out_dir|manager\.directory)|\.resolve\(\)|shutil\.rmtree"
+    r"|os\.replace"
 )
 
 
@@ -35,6 +37,7 @@ def test_no_pathlib_only_call_on_workdirs():
     assert "if not is_local(workdir):" in loop.split("shutil.disk_usage")[0]
 
 
+@pytest.mark.slow  # a tiny training run
 def test_epath_workdir_trains_and_evaluates(tmp_path):
     from cmhl_jax.evaluate import load_trained
     from cmhl_jax.loop import train_and_evaluate

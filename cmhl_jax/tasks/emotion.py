@@ -24,9 +24,14 @@ from cmhl_jax.metrics import consistency_score, emotion_report
 from cmhl_jax.tasks.base import Task, softmax_outputs
 
 
+def loss_fn_name(config) -> str:
+    """`loss.fn`; workdirs written before plug-in losses existed have none: the built-in."""
+    return config.loss.get("fn", "cmhl")
+
+
 def validate(config) -> None:
     """The emotion task's own config checks (the affect tables check themselves)."""
-    if config.loss.fn == "cmhl" and config.loss.variant not in EXCLUSIVITY_VARIANTS:
+    if loss_fn_name(config) == "cmhl" and config.loss.variant not in EXCLUSIVITY_VARIANTS:
         raise ConfigError(
             f"loss.variant must be one of {EXCLUSIVITY_VARIANTS}, got {config.loss.variant!r}"
         )
@@ -54,8 +59,8 @@ def make_task(config) -> Task:
         "intensity": len(tables.intensity_names),
     }
     loss_cfg = config.loss
-    loss_fn = resolve_loss_fn(loss_cfg.fn)
-    check_loss_fn(loss_fn, loss_cfg.fn, _example_loss_args(sizes, arrays, loss_cfg))
+    loss_fn = resolve_loss_fn(loss_fn_name(config))
+    check_loss_fn(loss_fn, loss_fn_name(config), _example_loss_args(sizes, arrays, loss_cfg))
     mask = np.asarray(tables.pair_mask)
     positive_ids = [int(i) for i in np.flatnonzero(mask.any(1))]
     negative_ids = [int(j) for j in np.flatnonzero(mask.any(0))]

@@ -41,8 +41,8 @@ def default_mental_health_config() -> ml_collections.ConfigDict:
     """The spec's defaults (section 2); every "chosen" value is a field."""
     return ml_collections.ConfigDict(
         {
-            "label_names": list(SWMH_LABELS),
-            "level_names": ["low", "medium", "high"],
+            "label_names": tuple(SWMH_LABELS),
+            "level_names": ("low", "medium", "high"),
             # Chosen: the classes of each intensity level s (the paper does not give them).
             # Keyed by level because config keys cannot hold the dots of "self.<subreddit>".
             "intensity_of": {
