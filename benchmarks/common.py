@@ -118,26 +118,66 @@ def model_flops(cfg: dict, batch: int, seq: int, train: bool) -> float:
 # Machine
 
 
-def machine_info() -> dict:
-    cpu = platform.processor() or "unknown"
+ISA_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+    "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
+)  # fmt: skip
+
+
+# (vendor, family, model) -> microarchitecture, for the CPUs these benchmarks have run on.
+CODENAMES = {
+    ("Intel", "6", "143"): "Sapphire Rapids",
+    ("Intel", "6", "207"): "Emerald Rapids",
+    ("Intel", "6", "173"): "Granite Rapids",
+    ("AMD", "25", "17"): "Zen 4",
+    ("AMD", "26", "2"): "Zen 5",
+}
+
+
+def cpu_info() -> dict:
+    """The CPU from /proc/cpuinfo: vendor, family/model/stepping, model name, ISA flags.
+
+    `cpu` is one line naming all of it (the key results are grouped by in docs/benchmarks.md),
+    `isa` the matmul-relevant flags the CPU has (AVX-512, VNNI, BF16, AMX)."""
     fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             key = key.strip()
-            if key in ("model name", "cpu family", "model", "flags") and key not in fields:
+            if key and key not in fields:
                 fields[key] = value.strip()
     except OSError:
         pass
-    if "model name" in fields:
-        flags = set(fields.get("flags", "").split())
-        simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-        cpu = (
-            f"{fields['model name']} (family {fields.get('cpu family', '?')}, "
-            f"model {fields.get('model', '?')}, {simd})"
-        )
+    flags = set(fields.get("flags", "").split())
+    isa = [f for f in ISA_FLAGS if f in flags]
+    vendor = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(
+        fields.get("vendor_id", ""), fields.get("vendor_id", "unknown")
+    )
+    name = fields.get("model name") or platform.processor() or "unknown"
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    extra = [x for x in ("avx512_bf16", "amx_bf16") if x in flags]
+    codename = CODENAMES.get((vendor, fields.get("cpu family"), fields.get("model")))
+    cpu = (
+        f"{name} ({vendor}{' ' + codename if codename else ''}, family {fields.get('cpu family', '?')}, model "
+        f"{fields.get('model', '?')}, stepping {fields.get('stepping', '?')}; {simd}"
+        + (", " + ", ".join(x.upper() for x in extra) if extra else "")
+        + ")"
+    )
     return {
         "cpu": cpu,
+        "cpu_vendor": vendor,
+        "cpu_codename": codename,
+        "cpu_model_name": name,
+        "cpu_family": fields.get("cpu family"),
+        "cpu_model": fields.get("model"),
+        "cpu_stepping": fields.get("stepping"),
+        "cpu_isa": isa,
+    }
+
+
+def machine_info() -> dict:
+    return {
+        **cpu_info(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -1,21 +1,39 @@
-"""One training epoch of dair-ai/emotion with MiniLM: cmhl_jax pipeline vs a PyTorch loop.
+"""One training epoch of dair-ai/emotion with MiniLM: cmhl_jax pipeline vs PyTorch loops.
 
     python benchmarks/epoch.py --json benchmarks/results/epoch_minilm.json [--limit 2000]
+        [--frameworks jax,torch,torch_grouped,torch_grouped_compile,hf_trainer]
 
-* JAX: `cmhl_jax.data.EpochPlan` (length buckets; packing as in configs/emotion_minilm.py:
+* jax: `cmhl_jax.data.EpochPlan` (length buckets; packing as in configs/emotion_minilm.py:
   texts of <= pack_len tokens packed into rows of pack_len, block-diagonal attention) and the
   project's jitted train step with state donation. With packing, a batch has
-  round(batch_texts / mean texts per row) rows, so both loops see the same number of texts per
+  round(batch_texts / mean texts per row) rows, so all loops see the same number of texts per
   update on average; without packing, a batch has batch_texts rows.
-* PyTorch: `benchmarks/torch_cmhl.py`, shuffled texts, batches of batch_texts texts padded to
-  the longest text of each batch (`transformers.DataCollatorWithPadding`), AdamW.
-Both: the same token ids (tokenised once, untimed), lr schedule (linear warmup 10%, then linear
+* torch: `benchmarks/torch_cmhl.py`, texts in random order, batches of batch_texts texts padded
+  to the longest text of each batch (`transformers.DataCollatorWithPadding`), fused AdamW. A
+  reference row: no PyTorch user at their best trains like this.
+* torch_grouped: the same loop in Hugging Face's length-grouped order
+  (`transformers.trainer_pt_utils.LengthGroupedSampler`, what `group_by_length=True` uses:
+  random mega-batches of 50 batches, each sorted by length).
+* torch_grouped_compile: torch_grouped with the forward and loss under `torch.compile`;
+  `--torch-compile-shapes dynamic` (dynamic=True, batches padded to their longest text) or
+  `buckets` (static shapes; batches padded to a multiple of --bucket tokens).
+* hf_trainer: `transformers.Trainer(group_by_length=True)` training the same PyTorch CMHL model
+  (needs `accelerate`), given the same fused AdamW (no-decay rule) and schedule, no clipping
+  (as the config), nothing logged or saved.
+All: the same token ids (tokenised once, untimed), lr schedule (linear warmup 10%, then linear
 decay over the epoch), lr and weight decay of configs/emotion_minilm.py, dropout on, fp32.
 
-The two loops run interleaved, one update each in turn, so load changes on the machine hit
-both alike; each framework's epoch time is the sum of its own update times (the JAX one
-includes its compilations). Afterwards both predict val.txt and report accuracy, macro-F1 and
-weighted-F1.
+The loops run interleaved, one update each in turn, so load changes on the machine hit all
+alike (the Trainer runs in a thread that pauses after each optimizer step); each framework's
+epoch time is the sum of its own update times, compilations and setup included. Afterwards each
+predicts val.txt and reports accuracy, macro-F1 and weighted-F1.
+
+FLOP limit: the epoch's model FLOPs on its real tokens (each text's own length, the step
+benchmark's formula 6 N T + 12 n L² H per text) divided by the best fp32 matmul roof measured
+in this run (2048³, each framework's own kernel, before and after the loops) is the time no
+implementation can beat on this machine; each framework's `flop_limit_share` is that time over
+its epoch time. `computed_tokens` counts the tokens each loop computed (padding included) and
+`computed_gflop` the model FLOPs of the shapes it ran.
 """
 
 from __future__ import annotations
@@ -23,6 +41,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +50,7 @@ import numpy as np
 
 from cmhl_jax.runtime import ensure_fast_runtime
 
+FRAMEWORKS = ("jax", "torch", "torch_grouped", "torch_grouped_compile", "hf_trainer")
 DATA = Path(os.environ.get("CMHL_DATA_DIR", common.ROOT.parent / "shared" / "data" / "emotion"))
 
 
@@ -51,9 +71,13 @@ def jax_loop(args, config, train_ids, train_labels, pad_id, stats):
     n_batches = len(plan)
     state, step, predict, _, _ = common.jax_setup(config, total_updates=n_batches)
     shapes = set()
-    texts = 0
+    texts = computed = 0
+    gflop = 0.0
     for batch in plan.batches(pad_id=pad_id):
-        shapes.add(batch["input_ids"].shape)
+        rows, length = batch["input_ids"].shape
+        shapes.add((rows, length))
+        computed += rows * length
+        gflop += common.model_flops(stats["_hf_cfg"], rows, length, train=True) / 1e9
         texts += int(batch["text_mask"].sum())
         state, metrics = step(
             state, jax.device_put({k: v for k, v in batch.items() if k != "example_index"})
@@ -61,7 +85,13 @@ def jax_loop(args, config, train_ids, train_labels, pad_id, stats):
         jax.block_until_ready(metrics)
         stats["last_loss"] = float(metrics["loss"])
         yield
-    stats.update(updates=n_batches, texts=texts, compiled_shapes=sorted(shapes))
+    stats.update(
+        updates=n_batches,
+        texts=texts,
+        compiled_shapes=sorted(shapes),
+        computed_tokens=computed,
+        computed_gflop=gflop,
+    )
     stats["_predict"] = (predict, state.params)
 
 
@@ -85,7 +115,35 @@ def jax_predict(config, predict_and_params, ids, labels, pad_id) -> np.ndarray:
     return preds
 
 
-def torch_loop(args, config, path, tokenizer, train_ids, train_labels, stats):
+def lr_lambda(total: int, warmup_frac: float):
+    """Linear warmup then linear decay to 0 (as `cmhl_jax.step.make_optimizer`)."""
+    warmup = max(1, round(warmup_frac * total))
+
+    def lr_at(step):
+        if step < warmup:
+            return step / warmup
+        return max(0.0, (total - step) / max(total - warmup, 1))
+
+    return lr_at
+
+
+def text_order(kind: str, lengths: np.ndarray, batch: int, seed: int) -> np.ndarray:
+    """random: a permutation; grouped: Hugging Face's LengthGroupedSampler order."""
+    if kind == "random":
+        return np.random.default_rng([seed, 0]).permutation(len(lengths))
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    sampler = LengthGroupedSampler(
+        batch,
+        lengths=[int(x) for x in lengths],
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return np.asarray(list(sampler))
+
+
+def torch_loop(args, config, path, tokenizer, train_ids, train_labels, stats, *, order, compile):
+    """`order`: random | grouped; `compile`: None | dynamic | buckets."""
     import torch
     import torch_cmhl
     import transformers
@@ -97,30 +155,195 @@ def torch_loop(args, config, path, tokenizer, train_ids, train_labels, stats):
     )
     tables = torch_cmhl.affect_tensors()
     collate = transformers.DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    order = np.random.default_rng([config.seed, 0]).permutation(len(train_ids))
+    train_collate = collate
+    if compile == "buckets":
+        train_collate = transformers.DataCollatorWithPadding(
+            tokenizer, return_tensors="pt", pad_to_multiple_of=args.bucket
+        )
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    lengths = np.array([len(x) for x in train_ids])
+    order = text_order(order, lengths, args.batch, config.seed)
     batches = [order[i : i + args.batch] for i in range(0, len(order), args.batch)]
     total = len(batches)
-    warmup = max(1, round(config.optim.warmup_frac * total))
-
-    def lr_at(step):
-        if step < warmup:
-            return step / warmup
-        return max(0.0, (total - step) / max(total - warmup, 1))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    step_fn = torch_cmhl.make_train_step(model, optimizer, tables)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(total, config.optim.warmup_frac)
+    )
+    step_fn = torch_cmhl.make_train_step(
+        model,
+        optimizer,
+        tables,
+        compile=compile is not None,
+        dynamic={None: None, "dynamic": True, "buckets": False}[compile],
+    )
     padded = 0
+    gflop = 0.0
+    shapes = set()
     for members in batches:
         features = [{"input_ids": train_ids[i].tolist()} for i in members]
-        batch = collate(features)
-        padded += batch["input_ids"].numel()
+        batch = train_collate(features)
+        rows, length = batch["input_ids"].shape
+        shapes.add(length)
+        padded += rows * length
+        gflop += common.model_flops(stats["_hf_cfg"], rows, length, train=True) / 1e9
         labels = torch.as_tensor(train_labels[members], dtype=torch.long)
         loss = step_fn(batch["input_ids"], batch["attention_mask"], labels)
         scheduler.step()
         stats["last_loss"] = float(loss)
         yield
-    stats.update(updates=total, texts=len(order), computed_tokens=padded)
+    stats.update(
+        updates=total,
+        texts=len(order),
+        computed_tokens=padded,
+        computed_gflop=gflop,
+        distinct_lengths=len(shapes),
+        torch_threads=torch.get_num_threads(),
+    )
+    if compile:
+        stats["compile_shapes"] = compile
     stats["_predict"] = (model, collate)
+
+
+class Stepper:
+    """Runs `target(pause)` in a thread that stops at every `pause()`; `next()` runs it to the
+    next pause (or to its end: StopIteration). Lets a loop that owns its own `for` (the
+    Trainer) be interleaved with the generator loops, one update per `next()`."""
+
+    def __init__(self, target):
+        self._go = threading.Semaphore(0)
+        self._done = threading.Semaphore(0)
+        self.finished = False
+        self.error = None
+
+        def run():
+            self._go.acquire()
+            try:
+                target(self.pause)
+            except BaseException as e:  # re-raised in the caller's thread
+                self.error = e
+            finally:
+                self.finished = True
+                self._done.release()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def pause(self):
+        self._done.release()
+        self._go.acquire()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.finished:
+            raise StopIteration
+        self._go.release()
+        self._done.acquire()
+        if self.error is not None:
+            raise self.error
+        if self.finished:
+            raise StopIteration
+
+
+def hf_trainer_loop(args, config, path, tokenizer, train_ids, train_labels, stats):
+    """`transformers.Trainer` with group_by_length=True on the PyTorch CMHL model."""
+    import tempfile
+
+    import torch
+    import torch_cmhl
+    import transformers
+    from torch import nn
+
+    class Wrapped(nn.Module):
+        def __init__(self, cmhl, tables):
+            super().__init__()
+            self.cmhl = cmhl
+            self._tables = tables
+
+        def forward(self, input_ids, attention_mask, labels=None):
+            logits = self.cmhl(input_ids, attention_mask)
+            out = {"logits": logits["emotion"]}
+            if labels is not None:
+                out["loss"] = torch_cmhl.cmhl_loss(logits, labels, self._tables)
+                stats["last_loss"] = float(out["loss"].detach())
+            return out
+
+    class Texts(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(train_ids)
+
+        def __getitem__(self, i):
+            return {"input_ids": train_ids[i].tolist(), "labels": int(train_labels[i])}
+
+    collate = transformers.DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    counts = {"tokens": 0, "gflop": 0.0, "batches": 0}
+
+    def counting_collate(features):
+        batch = collate(features)
+        rows, length = batch["input_ids"].shape
+        counts["tokens"] += rows * length
+        counts["gflop"] += common.model_flops(stats["_hf_cfg"], rows, length, train=True) / 1e9
+        counts["batches"] += 1
+        return batch
+
+    class Pause(transformers.TrainerCallback):
+        def __init__(self, pause):
+            self.pause = pause
+
+        def on_step_end(self, args_, state, control, **kwargs):
+            self.pause()
+
+    holder = {}
+
+    def train(pause):
+        torch.manual_seed(config.seed)
+        model = Wrapped(torch_cmhl.TorchCMHL(path, seed=config.seed), torch_cmhl.affect_tensors())
+        optimizer = torch_cmhl.make_optimizer(
+            model.cmhl, lr=config.optim.lr, weight_decay=config.optim.weight_decay, fused=True
+        )
+        total = -(-len(train_ids) // args.batch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(total, config.optim.warmup_frac)
+        )
+        with tempfile.TemporaryDirectory() as out:
+            targs = transformers.TrainingArguments(
+                output_dir=out,
+                per_device_train_batch_size=args.batch,
+                num_train_epochs=1,
+                group_by_length=True,
+                seed=config.seed,
+                max_grad_norm=float(config.optim.grad_clip),
+                report_to="none",
+                save_strategy="no",
+                logging_strategy="no",
+                eval_strategy="no",
+                disable_tqdm=True,
+                dataloader_num_workers=0,
+                dataloader_pin_memory=False,
+                use_cpu=True,
+            )
+            trainer = transformers.Trainer(
+                model=model,
+                args=targs,
+                train_dataset=Texts(),
+                data_collator=counting_collate,
+                optimizers=(optimizer, scheduler),
+                callbacks=[Pause(pause)],
+            )
+            trainer.train()
+        holder["model"] = model.cmhl
+        holder["updates"] = trainer.state.global_step
+
+    yield from Stepper(train)
+    stats.update(
+        updates=holder["updates"],
+        texts=len(train_ids),
+        computed_tokens=counts["tokens"],
+        computed_gflop=counts["gflop"],
+        transformers_version=transformers.__version__,
+        torch_threads=torch.get_num_threads(),
+    )
+    stats["_predict"] = (holder["model"], collate)
 
 
 def torch_predict(model_and_collate, ids, batch_size) -> np.ndarray:
@@ -143,7 +366,19 @@ def main(argv=None) -> None:
     p.add_argument("--limit", type=int, default=0, help="use the first N training texts")
     p.add_argument("--val-limit", type=int, default=0)
     p.add_argument("--no-pack", action="store_true", help="JAX: buckets only")
-    p.add_argument("--frameworks", default="jax,torch")
+    p.add_argument(
+        "--frameworks",
+        default="jax,torch,torch_grouped",
+        help="comma-separated: " + ",".join(FRAMEWORKS),
+    )
+    p.add_argument(
+        "--torch-compile-shapes",
+        choices=("dynamic", "buckets"),
+        default="dynamic",
+        help="torch_grouped_compile: dynamic=True, or static shapes padded to --bucket",
+    )
+    p.add_argument("--bucket", type=int, default=16, help="buckets: pad to a multiple of this")
+    p.add_argument("--roof-n", type=int, default=2048)
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
     ensure_fast_runtime()
@@ -190,14 +425,36 @@ def main(argv=None) -> None:
         config.batch_size = args.batch
 
     names = [n for n in args.frameworks.split(",") if n]
-    stats = {n: {} for n in names}
+    unknown = sorted(set(names) - set(FRAMEWORKS))
+    if unknown:
+        p.error(f"unknown frameworks {unknown}; choose from {FRAMEWORKS}")
+    hf_cfg = common.read_hf_config(path)
+    stats = {n: {"_hf_cfg": hf_cfg} for n in names}
+    from throughput import matmul_roof
+
+    roofs = {"jax": [matmul_roof("jax", args.roof_n, "float32", "cpu")]}
+    if any(n != "jax" for n in names):
+        roofs["torch"] = [matmul_roof("torch", args.roof_n, "float32", "cpu")]
     loops = {}
-    if "jax" in names:
-        loops["jax"] = jax_loop(args, config, train_ids, train.labels, pad_id, stats["jax"])
-    if "torch" in names:
-        loops["torch"] = torch_loop(
-            args, config, path, tokenizer, train_ids, train.labels, stats["torch"]
-        )
+    for n in names:
+        if n == "jax":
+            loops[n] = jax_loop(args, config, train_ids, train.labels, pad_id, stats[n])
+        elif n == "hf_trainer":
+            loops[n] = hf_trainer_loop(
+                args, config, path, tokenizer, train_ids, train.labels, stats[n]
+            )
+        else:
+            loops[n] = torch_loop(
+                args,
+                config,
+                path,
+                tokenizer,
+                train_ids,
+                train.labels,
+                stats[n],
+                order="random" if n == "torch" else "grouped",
+                compile=args.torch_compile_shapes if n == "torch_grouped_compile" else None,
+            )
     elapsed = {n: 0.0 for n in names}
     active = list(loops)
     while active:
@@ -208,6 +465,18 @@ def main(argv=None) -> None:
             except StopIteration:
                 active.remove(n)
             elapsed[n] += time.perf_counter() - t
+    for fw in roofs:
+        roofs[fw].append(matmul_roof(fw, args.roof_n, "float32", "cpu"))
+    roof = max(max(v) for v in roofs.values())
+    real_gflop = (
+        3
+        * (
+            2 * common.matmul_params(hf_cfg) * float(lengths.sum())
+            + 4 * hf_cfg["num_hidden_layers"] * hf_cfg["hidden_size"] * float((lengths**2).sum())
+        )
+        / 1e9
+    )
+    flop_limit_s = real_gflop / roof
 
     result = {
         "meta": {
@@ -221,11 +490,20 @@ def main(argv=None) -> None:
             "tokenize_s": tokenize_s,
             "lr": config.optim.lr,
             "loadavg_1m_at_end": os.getloadavg()[0],
+            "real_tokens": int(lengths.sum()),
+            "real_gflop": real_gflop,
+            "roof_n": args.roof_n,
+            "roof_gflops_by_framework": {fw: max(v) for fw, v in roofs.items()},
+            "roof_gflops_runs": roofs,
+            "roof_gflops": roof,
+            "flop_limit_s": flop_limit_s,
+            "flop_limit_note": "real-token model FLOPs / best fp32 matmul roof of this run",
         }
     }
     for n in names:
         s = stats[n]
         t = time.perf_counter()
+        s.pop("_hf_cfg")
         if n == "jax":
             preds = jax_predict(config, s.pop("_predict"), val_ids, val.labels, pad_id)
         else:
@@ -240,6 +518,9 @@ def main(argv=None) -> None:
             "val_accuracy": scores["accuracy"],
             "val_macro_f1": scores["macro_f1"],
             "val_weighted_f1": scores["weighted_f1"],
+            "flop_limit_share": flop_limit_s / elapsed[n],
+            "computed_gflops": s.get("computed_gflop", 0.0) / elapsed[n],
+            "padding_share": 1 - int(lengths.sum()) / max(s.get("computed_tokens", 1), 1),
         }
     if "jax" in result:
         r = result["jax"]
@@ -249,14 +530,16 @@ def main(argv=None) -> None:
         if packing is not None:
             r["packing_fill_ratio"] = packing.fill_ratio
             r["texts_per_row"] = packing.texts_per_row
-    if "jax" in result and "torch" in result:
-        result["ratios"] = {
-            "epoch_time_jax_over_torch": result["jax"]["epoch_s"] / result["torch"]["epoch_s"],
-            "macro_f1_jax_minus_torch": result["jax"]["val_macro_f1"]
-            - result["torch"]["val_macro_f1"],
-            "weighted_f1_jax_minus_torch": result["jax"]["val_weighted_f1"]
-            - result["torch"]["val_weighted_f1"],
-        }
+    ratios = {}
+    for n in names:
+        if n == "jax" or "jax" not in result:
+            continue
+        j, o = result["jax"], result[n]
+        ratios[f"epoch_time_jax_over_{n}"] = j["epoch_s"] / o["epoch_s"]
+        ratios[f"macro_f1_jax_minus_{n}"] = j["val_macro_f1"] - o["val_macro_f1"]
+        ratios[f"weighted_f1_jax_minus_{n}"] = j["val_weighted_f1"] - o["val_weighted_f1"]
+    if ratios:
+        result["ratios"] = ratios
     common.emit_json(result, args.json)
 
 

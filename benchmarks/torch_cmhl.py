@@ -83,8 +83,13 @@ def make_optimizer(model: nn.Module, lr=2e-5, weight_decay=0.01, fused: bool | N
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, **kwargs)
 
 
-def make_train_step(model, optimizer, tables, *, compile: bool = False, amp_dtype=None):
-    """A train step (forward in train mode, CMHL loss, backward, AdamW); returns the loss."""
+def make_train_step(
+    model, optimizer, tables, *, compile: bool = False, amp_dtype=None, dynamic: bool | None = None
+):
+    """A train step (forward in train mode, CMHL loss, backward, AdamW); returns the loss.
+
+    `compile`: the forward and loss under `torch.compile` (`dynamic` as torch.compile's: None
+    recompiles once per new shape, then marks the changing dimensions dynamic)."""
     device_type = next(model.parameters()).device.type
 
     def loss_fn(input_ids, attention_mask, labels):
@@ -93,7 +98,7 @@ def make_train_step(model, optimizer, tables, *, compile: bool = False, amp_dtyp
         return cmhl_loss(logits, labels, tables)
 
     if compile:
-        loss_fn = torch.compile(loss_fn)
+        loss_fn = torch.compile(loss_fn, dynamic=dynamic)
 
     def step(input_ids, attention_mask, labels):
         model.train()

@@ -241,7 +241,7 @@ def test_configs(name):
     config = load_config(Path(__file__).parents[1] / "configs" / f"{name}.py")
     validate_config(config)
     assert config.task == "mental_health"
-    assert config.mental_health.label_names == list(SWMH_LABELS)
+    assert tuple(config.mental_health.label_names) == tuple(SWMH_LABELS)
     levels = intensity_labels(config.mental_health)
     outputs = {
         "final": np.eye(5) * 0.5 + 0.1,

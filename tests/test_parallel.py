@@ -43,13 +43,17 @@ def tiny_config(encoder_dir, data_dir, pack: bool):
 
 
 def _max_diff(a, b) -> float:
+    """Max |a - b| over the leaves of two trees of the same layout (a checkpoint's raw tree has
+    string keys where the live params have ints; both sort the same)."""
     import jax
     import numpy as np
 
-    diffs = jax.tree_util.tree_map(
-        lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y)))), a, b
+    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(leaves_a) == len(leaves_b)
+    return max(
+        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y))))
+        for x, y in zip(leaves_a, leaves_b, strict=True)
     )
-    return max(jax.tree_util.tree_leaves(diffs))
 
 
 def _initial_params(config):

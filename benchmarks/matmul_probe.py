@@ -1,0 +1,102 @@
+"""Matmul speed per dtype: XLA:CPU (`jnp.dot`, jitted) and PyTorch (`torch.mm`), fp32 vs bf16.
+
+    python benchmarks/matmul_probe.py [--json PATH] [--torch]
+    XLA_FLAGS=--xla_cpu_experimental_onednn_fusion_type=dot python benchmarks/matmul_probe.py
+
+Shapes: the 2048³ roof and the MiniLM train step's matmuls at B=32, L=64 (2048 tokens, H=384,
+I=1536). bf16 inputs accumulate in fp32 (`preferred_element_type=float32`), as a mixed-precision
+step would. All variants are timed interleaved in one process (one call each per round), so
+machine load hits them alike: compare the ratios, and absolute numbers only from a quiet run.
+XLA flags apply per process (read when the CPU backend starts): run once per flag set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import common
+import numpy as np
+
+SHAPES = {  # name: (M, K, N)
+    "roof 2048^3": (2048, 2048, 2048),
+    "ffn in [2048,384]x[384,1536]": (2048, 384, 1536),
+    "ffn out [2048,1536]x[1536,384]": (2048, 1536, 384),
+    "proj [2048,384]x[384,384]": (2048, 384, 384),
+}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--torch", action="store_true", help="also time torch.mm (fp32, bf16)")
+    p.add_argument("--json", default="")
+    args = p.parse_args(argv)
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    fns = {}
+    rng = np.random.default_rng(0)
+    for name, (m, k, n) in SHAPES.items():
+        a = rng.standard_normal((m, k), np.float32)
+        b = rng.standard_normal((k, n), np.float32)
+        for dt in ("float32", "bfloat16"):
+            x, y = jnp.asarray(a, dt), jnp.asarray(b, dt)
+            f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
+            fns[("jax", dt, name)] = (f, (x, y), 2.0 * m * k * n)
+        if args.torch:
+            import torch
+
+            torch.set_num_threads(os.cpu_count() or 1)
+            for dt, tdt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+                x, y = torch.from_numpy(a).to(tdt), torch.from_numpy(b).to(tdt)
+                fns[("torch", dt, name)] = (torch.mm, (x, y), 2.0 * m * k * n)
+    for f, xs, _ in fns.values():  # compile + warm
+        for _ in range(2):
+            out = f(*xs)
+            if hasattr(out, "block_until_ready"):
+                out.block_until_ready()
+    times = {key: [] for key in fns}
+    for _ in range(args.rounds):
+        for key, (f, xs, _) in fns.items():
+            t = time.perf_counter()
+            out = f(*xs)
+            if hasattr(out, "block_until_ready"):
+                out.block_until_ready()
+            times[key].append(time.perf_counter() - t)
+    rows = []
+    for key, (_, _, flops) in fns.items():
+        med = float(np.median(times[key]))
+        rows.append(
+            {"framework": key[0], "dtype": key[1], "shape": key[2], "median_ms": 1e3 * med,
+             "gflops": flops / med / 1e9}
+        )  # fmt: skip
+    by = {(r["framework"], r["dtype"], r["shape"]): r["gflops"] for r in rows}
+    ratios = {
+        f"{fw} bf16/fp32 {s}": by[(fw, "bfloat16", s)] / by[(fw, "float32", s)]
+        for (fw, dt, s) in by
+        if dt == "float32"
+    }
+    result = {
+        "meta": {
+            **common.machine_info(),
+            "command": " ".join(["python", *sys.argv]),
+            "jax_version": jax.__version__,
+            "rounds": args.rounds,
+            "loadavg_1m_at_end": os.getloadavg()[0],
+        },
+        "rows": rows,
+        "speedup_bf16_over_fp32": ratios,
+    }
+    for r in rows:
+        print(f"{r['framework']:6s} {r['dtype']:9s} {r['shape']:32s} {r['gflops']:8.1f} GFLOP/s")
+    for k, v in ratios.items():
+        print(f"{k:50s} {v:.2f}x")
+    common.emit_json(result, args.json) if args.json else None
+
+
+if __name__ == "__main__":
+    main()
