@@ -175,6 +175,14 @@ def cpu_info() -> dict:
     }
 
 
+def cpu_slug(info: dict | None = None) -> str:
+    """A directory name for this CPU's results: vendor-family-model, e.g. intel-6-207."""
+    info = info or cpu_info()
+    return "-".join(
+        str(info.get(k) or "unknown").lower() for k in ("cpu_vendor", "cpu_family", "cpu_model")
+    )
+
+
 def machine_info() -> dict:
     return {
         **cpu_info(),
@@ -281,3 +289,14 @@ def emit_json(result: dict, path: str | None) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--cpu-slug"]:
+        print(cpu_slug())
+    else:
+        import json
+
+        print(json.dumps(cpu_info(), indent=1))

@@ -245,6 +245,18 @@ class Stepper:
             raise StopIteration
 
 
+def group_by_length_arg() -> dict:
+    """`group_by_length=True` (transformers 4) or its transformers 5 spelling."""
+    import dataclasses
+
+    import transformers
+
+    fields = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
+    if "train_sampling_strategy" in fields:
+        return {"train_sampling_strategy": "group_by_length"}
+    return {"group_by_length": True}
+
+
 def hf_trainer_loop(args, config, path, tokenizer, train_ids, train_labels, stats):
     """`transformers.Trainer` with group_by_length=True on the PyTorch CMHL model."""
     import tempfile
@@ -310,7 +322,7 @@ def hf_trainer_loop(args, config, path, tokenizer, train_ids, train_labels, stat
                 output_dir=out,
                 per_device_train_batch_size=args.batch,
                 num_train_epochs=1,
-                group_by_length=True,
+                **group_by_length_arg(),
                 seed=config.seed,
                 max_grad_norm=float(config.optim.grad_clip),
                 report_to="none",

@@ -12,6 +12,19 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
     return matrix
 
 
+def per_class_scores(class_names, precision, recall, f1, support) -> dict:
+    """{class: {precision, recall, f1, support}} from per-class arrays."""
+    return {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names)
+    }
+
+
 def classification_scores(labels, preds, class_names) -> dict:
     """Accuracy, macro/weighted F1, macro recall and per-class precision/recall/F1."""
     labels, preds = np.asarray(labels), np.asarray(preds)
@@ -28,15 +41,7 @@ def classification_scores(labels, preds, class_names) -> dict:
         "macro_f1": float(f1.mean()),
         "weighted_f1": float((f1 * support).sum() / max(support.sum(), 1)),
         "macro_recall": float(recall.mean()),
-        "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(class_names)
-        },
+        "per_class": per_class_scores(class_names, precision, recall, f1, support),
         "confusion_matrix": matrix.tolist(),
     }
 
@@ -118,15 +123,7 @@ def multilabel_scores(gold, pred, class_names) -> dict:
         "micro_precision": float(micro_p),
         "micro_recall": float(micro_r),
         "exact_match": float((gold == pred).all(1).mean()) if len(gold) else 0.0,
-        "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(class_names)
-        },
+        "per_class": per_class_scores(class_names, precision, recall, f1, support),
     }
 
 

@@ -86,3 +86,61 @@ def test_profile_step_traces_ops(tmp_path):
     assert ops["op_category_ms"]["matmul (backward)"] > 0
     assert abs(sum(ops["op_category_ms"].values()) - ops["sum_of_op_ms"]) < 1e-6
     assert ops["top_ops"] and all(o["ms"] > 0 for o in ops["top_ops"])
+
+
+def test_epoch_grouped_order_and_stepper():
+    sys.path.insert(0, str(BENCH))
+    import numpy as np
+    from epoch import Stepper, text_order
+
+    lengths = np.random.default_rng(0).integers(3, 90, 1000)
+    for kind in ("random", "grouped"):
+        order = text_order(kind, lengths, 8, seed=0)
+        assert sorted(order.tolist()) == list(range(1000))
+    grouped = text_order("grouped", lengths, 8, seed=0)
+    padded = {
+        kind: sum(
+            lengths[o[i : i + 8]].max() * len(o[i : i + 8]) for i in range(0, len(o), 8)
+        )
+        for kind, o in (("random", text_order("random", lengths, 8, 0)), ("grouped", grouped))
+    }
+    assert padded["grouped"] < 0.7 * padded["random"]
+
+    seen = []
+
+    def target(pause):
+        for i in range(3):
+            seen.append(i)
+            pause()
+        seen.append("end")
+
+    steps = 0
+    for _ in Stepper(target):
+        steps += 1
+        assert len(seen) == steps  # one step per next()
+    assert steps == 3 and seen == [0, 1, 2, "end"]
+
+
+@pytest.mark.slow
+def test_epoch_frameworks_json(tmp_path):
+    data = Path(os.environ.get("CMHL_DATA_DIR", ROOT.parent / "shared" / "data" / "emotion"))
+    if not (data / "train.txt").exists():
+        pytest.skip("emotion data not present")
+    pytest.importorskip("accelerate")
+    out = tmp_path / "e.json"
+    names = ["jax", "torch", "torch_grouped", "hf_trainer"]
+    cmd = [
+        sys.executable, str(BENCH / "epoch.py"), "--limit", "48", "--val-limit", "16",
+        "--batch", "16", "--roof-n", "256", "--frameworks", ",".join(names), "--json", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    for n in names:
+        for key in ("epoch_s", "samples_per_s", "computed_tokens", "flop_limit_share"):
+            assert r[n][key] > 0, (n, key)
+        assert 0 <= r[n]["val_macro_f1"] <= 1
+        assert r[n]["texts"] == 48
+    assert r["meta"]["flop_limit_s"] > 0 and r["meta"]["cpu_vendor"]
+    assert r["torch_grouped"]["computed_tokens"] <= r["torch"]["computed_tokens"]
+    assert r["ratios"]["epoch_time_jax_over_hf_trainer"] > 0
