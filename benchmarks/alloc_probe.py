@@ -107,9 +107,8 @@ def main(argv=None) -> None:
         for n in names:
             cmd = [sys.executable, __file__, "--child", n, "--steps", str(args.steps),
                    "--warmup", str(args.warmup)]  # fmt: skip
-            out = subprocess.run(
-                cmd, env=env_for(n, mimalloc), capture_output=True, text=True, check=True
-            )
+            env = env_for(n, mimalloc)
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)  # noqa: S603
             runs[n].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(n, f"{32 / np.median(runs[n][-1]['step_s']):.1f} texts/s", flush=True)
     result = {

@@ -157,8 +157,9 @@ def cpu_info() -> dict:
     simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     extra = [x for x in ("avx512_bf16", "amx_bf16") if x in flags]
     codename = CODENAMES.get((vendor, fields.get("cpu family"), fields.get("model")))
+    arch = f"{vendor} {codename}" if codename else vendor
     cpu = (
-        f"{name} ({vendor}{' ' + codename if codename else ''}, family {fields.get('cpu family', '?')}, model "
+        f"{name} ({arch}, family {fields.get('cpu family', '?')}, model "
         f"{fields.get('model', '?')}, stepping {fields.get('stepping', '?')}; {simd}"
         + (", " + ", ".join(x.upper() for x in extra) if extra else "")
         + ")"

@@ -206,9 +206,8 @@ def target_cells(main: dict | None, epoch: dict | None, loss: dict | None) -> di
             goal = dict(EPOCH_TARGETS)[fw]
             key = f"epoch_time_jax_over_{fw}"
             if key in e:
-                cells[label] = (
-                    f"{e[key]:.2f}x (macro-F1 {e[f'macro_f1_jax_minus_{fw}']:+.3f})"
-                    + (f" ({_status(e[key] <= goal)})" if goal else "")
+                cells[label] = f"{e[key]:.2f}x (macro-F1 {e[f'macro_f1_jax_minus_{fw}']:+.3f})" + (
+                    f" ({_status(e[key] <= goal)})" if goal else ""
                 )
         if "flop_limit_share" in epoch.get("jax", {}):
             share = epoch["jax"]["flop_limit_share"]
@@ -217,7 +216,9 @@ def target_cells(main: dict | None, epoch: dict | None, loss: dict | None) -> di
             )
     if loss and "share_of_step_at_large_batch" in loss:
         share = loss["share_of_step_at_large_batch"]
-        cells["loss fwd+bwd (B=256) / train step"] = f"{100 * share:.3f}% ({_status(share <= 0.01)})"
+        cells["loss fwd+bwd (B=256) / train step"] = (
+            f"{100 * share:.3f}% ({_status(share <= 0.01)})"
+        )
     return cells
 
 
@@ -227,8 +228,6 @@ def targets_md(per_cpu: dict[str, dict]) -> str:
     cells = {c: target_cells(*per_cpu[c]) for c in cpus}
     rows = []
     for label, goal in TARGET_ROWS:
-        if not any(label in cells[c] for c in cpus):
-            continue
         rows.append([label, goal] + [cells[c].get(label, "not measured") for c in cpus])
     return _table(["target", "goal", *[short_cpu(c) for c in cpus]], rows)
 
@@ -282,7 +281,8 @@ def epoch_md(r: dict) -> str:
             if n == "jax" and e.get("pack")
             else f"buckets, shapes {e['compiled_shapes']}"
             if n == "jax"
-            else EPOCH_HOW.get(n, n) + (f" ({e['compile_shapes']})" if "compile_shapes" in e else "")
+            else EPOCH_HOW.get(n, n)
+            + (f" ({e['compile_shapes']})" if "compile_shapes" in e else "")
         )
         rows.append(
             [
@@ -429,16 +429,39 @@ interleaved so load changes hit them alike.
 """
 
 
+def cpu_key(meta: dict) -> str:
+    """vendor-family-model of a result's CPU (older files only have the `cpu` line)."""
+    import re
+
+    if meta.get("cpu_vendor"):
+        return f"{meta['cpu_vendor']}-{meta['cpu_family']}-{meta['cpu_model']}".lower()
+    cpu = meta.get("cpu", "")
+    vendor = "intel" if "Intel" in cpu else "amd" if "AMD" in cpu else "unknown"
+    fam = re.search(r"family (\d+)", cpu)
+    mod = re.search(r"model (\d+)", cpu)
+    if fam and mod:
+        return f"{vendor}-{fam.group(1)}-{mod.group(1)}"
+    return cpu or "unknown"
+
+
 def by_cpu(res: Path) -> dict[str, dict[str, dict]]:
-    """cpu -> {file name: result} over results/*.json and results/<cpu>/*.json (date order of
-    each CPU's first file)."""
+    """cpu -> {file name: result} over results/*.json and results/<cpu>/*.json, and
+    cpu (or directory) -> notes.md."""
     groups: dict[str, dict[str, dict]] = {}
     dirs: dict[str, set] = {}
+    names: dict[str, str] = {}
     for path in sorted(res.glob("*.json")) + sorted(res.glob("*/*.json")):
         r = _load(path)
-        cpu = r.get("meta", {}).get("cpu", "unknown CPU")
-        groups.setdefault(cpu, {})[path.name] = r
-        dirs.setdefault(cpu, set()).add(path.parent.name)
+        meta = r.get("meta", {})
+        key = cpu_key(meta)
+        # the newer file of a name wins (results/<cpu>/ after results/); the CPU's title is
+        # the most detailed description among its files
+        groups.setdefault(key, {})[path.name] = r
+        dirs.setdefault(key, set()).add(path.parent.name)
+        if "cpu_vendor" in meta or key not in names:
+            names[key] = meta.get("cpu", "unknown CPU")
+    groups = {names[k]: v for k, v in groups.items()}
+    dirs = {names[k]: v for k, v in dirs.items()}
     notes = {}  # cpu or, for a CPU without results yet, the directory -> notes.md
     for path in sorted(res.glob("*/notes.md")):
         cpu = next((c for c, d in dirs.items() if path.parent.name in d), path.parent.name)
@@ -460,7 +483,9 @@ def cpu_section(cpu: str, files: dict[str, dict], note: str | None) -> list[str]
     if note:
         sections.append(note)
     cpu_tp = [
-        files[n] for n in sorted(files) if n.startswith("throughput_") and files[n]["meta"]["device"] == "cpu"
+        files[n]
+        for n in sorted(files)
+        if n.startswith("throughput_") and files[n]["meta"]["device"] == "cpu"
     ]
     if cpu_tp:
         sections.append("### Train step and inference (CPU)")
@@ -472,11 +497,14 @@ def cpu_section(cpu: str, files: dict[str, dict], note: str | None) -> list[str]
             + "\n\n".join(epoch_md(r).replace("### ", "#### ", 1) for r in epochs)
         )
     if "loss.json" in files:
-        sections.append("### Loss (CPU)\n\n" + loss_md(files["loss.json"]).replace("### ", "#### ", 1))
+        sections.append(
+            "### Loss (CPU)\n\n" + loss_md(files["loss.json"]).replace("### ", "#### ", 1)
+        )
     for n in sorted(files):
         if n.startswith("profile_"):
             sections.append(
-                "### Where the time goes (CPU)\n\n" + profile_md(files[n]).replace("### ", "#### ", 1)
+                "### Where the time goes (CPU)\n\n"
+                + profile_md(files[n]).replace("### ", "#### ", 1)
             )
     return sections
 
@@ -507,7 +535,8 @@ def main(argv=None) -> None:
     )
     for cpu, files in groups.items():
         sections += cpu_section(cpu, files, notes.pop(cpu, None))
-    sections += list(notes.values())  # CPUs with notes only (their own headings)
+    for slug, text in notes.items():  # CPUs with notes but no result files yet
+        sections += [f"## CPU `{slug}` (no result files yet)", text]
     gpu = [r for files in groups.values() for n, r in files.items()
            if n.startswith("throughput_") and r["meta"]["device"] == "gpu"]  # fmt: skip
     sections.append("## GPU (`bash benchmarks/gpu.sh`: roberta-base shape, B=64, L=128, bf16)")

@@ -434,6 +434,30 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def curve_table(records: list[dict]) -> str:
+    """Val macro-F1 after each epoch, mean over each arm's seeds (from the runs' val curves):
+    whether the schedule was long enough."""
+    by_arm: dict[str, dict[int, list[float]]] = {}
+    for record in records:
+        for point in record.get("val_curve", []):
+            epochs = by_arm.setdefault(record["arm"], {})
+            epochs.setdefault(point["epoch"], []).append(point["val_macro_f1"])
+    if not by_arm:
+        return ""
+    epochs = sorted({e for arm in by_arm.values() for e in arm})
+    lines = [
+        "| arm | " + " | ".join(f"epoch {e + 1}" for e in epochs) + " |",
+        "|---|" + "---:|" * len(epochs),
+    ]
+    for arm, values in by_arm.items():
+        cells = [
+            f"{100 * np.mean(values[e]):.2f} (n={len(values[e])})" if e in values else "–"
+            for e in epochs
+        ]
+        lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_outputs(
     out: Path,
     rows_by_split: dict,
@@ -442,6 +466,7 @@ def write_outputs(
     command: str,
     resamples: int,
     metrics: tuple[str, ...] = TABLE_METRICS,
+    curves: str = "",
 ) -> None:
     from cmhl_jax.plots import plot_ablation
 
@@ -463,6 +488,8 @@ def write_outputs(
         table = markdown_table(rows, split=split, metrics=metrics)
         parts += ["", f"**{split}** ({n} texts)", "", table]
         plot_ablation(rows, out / f"ablation_{split}.png", title=f"{split}: mean ± sd over seeds")
+    if curves:
+        parts += ["", "**val macro-F1 (%) after each epoch**, mean over seeds:", "", curves]
     (out / "ablation.md").write_text("\n".join(parts) + "\n")
 
     fields = ["split", "arm", "description", "overrides", "seeds", "paired_seeds"]
@@ -495,10 +522,10 @@ def per_run_row(record: dict, splits, metrics: tuple[str, ...] = TABLE_METRICS) 
     return row
 
 
-def update_readme(readme: str | Path, table_md: str | Path) -> None:
-    """Replaces the text between the ablation markers of `readme` with `table_md`'s text."""
+def update_readme(readme: str | Path, table_md: str | Path, block: str = "ablation") -> None:
+    """Replaces the text between the `block` markers of `readme` with `table_md`'s text."""
     try:
-        replace_marked_block(readme, "ablation", Path(table_md).read_text())
+        replace_marked_block(readme, block, Path(table_md).read_text())
     except ValueError as err:
         raise AblationError(str(err)) from None
 
@@ -533,6 +560,9 @@ _PARALLEL_RUNS = flags.DEFINE_integer(
 )
 _DEVICES = flags.DEFINE_list("devices", None, "CUDA device ids for the workers", flag_values=FLAGS)
 _README = flags.DEFINE_string("readme", None, "README to update (with --from)", flag_values=FLAGS)
+_README_BLOCK = flags.DEFINE_string(
+    "readme_block", "ablation", "the README's marked block to replace", flag_values=FLAGS
+)
 _FROM = flags.DEFINE_string("from", None, "ablation output dir (with --readme)", flag_values=FLAGS)
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only",
@@ -618,7 +648,13 @@ def ablate(argv: list[str]) -> None:
     per_run = [per_run_row(records[run], splits, metrics) for run in runs]
     command = "python -m cmhl_jax.ablation " + shlex.join(argv)
     write_outputs(
-        out, rows_by_split, per_run, command=command, resamples=_RESAMPLES.value, metrics=metrics
+        out,
+        rows_by_split,
+        per_run,
+        command=command,
+        resamples=_RESAMPLES.value,
+        metrics=metrics,
+        curves=curve_table([records[run] for run in runs]),
     )
     print((out / "ablation.md").read_text())
 
@@ -642,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         if _README.value or _FROM.value:
             if not (_README.value and _FROM.value):
                 cli.usage_error("cmhl-ablation", "--readme and --from go together")
-            update_readme(_README.value, Path(_FROM.value) / "ablation.md")
+            update_readme(_README.value, Path(_FROM.value) / "ablation.md", _README_BLOCK.value)
             print(f"updated {_README.value} from {Path(_FROM.value) / 'ablation.md'}")
         elif _TRAIN_RUN.value:  # a worker of --parallel_runs
             from ml_collections import ConfigDict

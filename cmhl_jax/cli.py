@@ -30,8 +30,9 @@ OS_USER_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError)
 def define_config_flag(flag_values: flags.FlagValues, sys_argv: list[str] | None = None):
     """The `--config FILE` flag with `--config.a.b=value` overrides. config_flags finds the
     overrides in `sys_argv` (default: sys.argv), so `parse` defines it again for each argv."""
-    if "config" in flag_values:
-        delattr(flag_values, "config")
+    for name in list(flag_values):  # the flag and the override flags of an earlier parse
+        if name == "config" or name.startswith("config."):
+            delattr(flag_values, name)
     return config_flags.DEFINE_config_file(
         "config",
         None,

@@ -481,10 +481,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     Returns the final summary (also written to <workdir>/summary.json).
     """
     validate_config(config)
-    task = make_task(config)
     workdir = workdir_path(workdir)  # a local folder or a URL (gs://...)
     check_workdir(workdir)  # unwritable: fail before loading anything
-    setup_distributed(config.parallel)
+    setup_distributed(config.parallel)  # before any jax computation (make_task traces the loss)
+    task = make_task(config)
     check_batch_sizes(config)
     is_main = jax.process_index() == 0
     with WorkdirLock(workdir) if is_main else contextlib.nullcontext():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -155,17 +156,68 @@ def test_smoke_ablation_is_resumable(tmp_path_factory, caplog):
     assert len(csv_lines) == 3 and "macro_f1_low" in csv_lines[0]
     assert len((out / "ablation_runs.csv").read_text().splitlines()) == 5
     assert (out / "ablation_val.png").stat().st_size > 1000
-    summaries = sorted((out / "runs").glob("*/summary.json"))
+    summaries = sorted((out / "workdirs").glob("*/summary.json"))
     assert len(summaries) == 4
-    mtimes = [p.stat().st_mtime_ns for p in summaries]
+    records = sorted((out / "runs").glob("*.json"))
+    assert [p.stem for p in records] == ["ce_only_s0", "ce_only_s1", "cmhl_sum_s0", "cmhl_sum_s1"]
+    assert all(p.with_suffix(".npz").is_file() for p in records)
+    mtimes = [p.stat().st_mtime_ns for p in summaries + records]
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="cmhl_jax.ablation"):
         assert ablation.main(argv) == 0
     skipped = [r for r in caplog.records if r.getMessage().startswith("skip ")]
     assert len(skipped) == 4
-    assert [p.stat().st_mtime_ns for p in summaries] == mtimes
+    assert [p.stat().st_mtime_ns for p in summaries + records] == mtimes
     assert (out / "ablation.md").read_text() == md
 
+    # The committed records alone are enough: without the workdirs nothing is retrained.
+    shutil.rmtree(out / "workdirs")
+    assert ablation.main(argv) == 0
+    assert (out / "ablation.md").read_text() == md
+    assert not list((out / "workdirs").glob("*/summary.json"))
+
     # Same --out with another config is refused instead of mixing runs.
-    assert ablation.main([*argv, "--config.optim.lr=0.5"]) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        ablation.main([*argv, "--config.optim.lr=0.5"])
+    assert exit_info.value.code == 1
+
+
+def test_arms_without_code(tmp_path):
+    """A custom arm is a name plus overrides, from --arm or an arms file; values may hold
+    commas; a plug-in arm sits in the same table as the built-in ones."""
+    name, overrides = ablation.parse_arm("focal=loss.fn=examples.focal:loss,loss.gamma=2")
+    assert name == "focal" and overrides == ["loss.fn=examples.focal:loss", "loss.gamma=2"]
+    assert ablation.split_overrides("data.buckets=(16,32),loss.lam=0") == [
+        "data.buckets=(16,32)",
+        "loss.lam=0",
+    ]
+    with pytest.raises(ablation.ConfigError, match="NAME=KEY=VALUE"):
+        ablation.parse_arm("focal")
+    arms_file = tmp_path / "arms.py"
+    arms_file.write_text("def get_arms():\n    return {'no_excl': 'loss.lam=0', 'b': ['a.b=1']}\n")
+    assert ablation.load_arms_file(str(arms_file)) == {"no_excl": ["loss.lam=0"], "b": ["a.b=1"]}
+    arms = ablation.build_arms(["cmhl_sum", "focal"], [], {"focal": overrides})
+    assert [a.name for a in arms] == ["ce_only", "cmhl_sum", "focal"]
+    assert arms[2].overrides == tuple(overrides)
+
+
+def test_records_are_matched_across_machines():
+    """A committed record is reused on another machine: split files and machine paths may
+    differ, everything else in the config must match."""
+    assert ablation.spec_id("/a/b/val.txt") == ablation.spec_id("../shared/data/val.txt")
+    assert ablation.spec_id("hf:dair-ai/emotion:validation") == "hf:dair-ai/emotion:validation"
+    stored = {"data": {"local_dir": "/x", "max_length": 128}, "optim": {"lr": 1e-4}}
+    same = {"data": {"local_dir": "../y", "max_length": 128}, "optim": {"lr": 1e-4}, "new": 1}
+    assert ablation.config_differences(stored, same) == []
+    other = {"data": {"local_dir": "/x", "max_length": 64}, "optim": {"lr": 1e-4}}
+    assert ablation.config_differences(stored, other) == ["data.max_length"]
+
+
+def test_curve_table_means_over_seeds():
+    records = [
+        {"arm": "ce_only", "val_curve": [{"epoch": 0, "val_macro_f1": 0.5}]},
+        {"arm": "ce_only", "val_curve": [{"epoch": 0, "val_macro_f1": 0.7}]},
+    ]
+    table = ablation.curve_table(records)
+    assert "| `ce_only` | 60.00 (n=2) |" in table and "epoch 1" in table

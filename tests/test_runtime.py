@@ -44,6 +44,21 @@ def test_fast_runtime_env_adds_flags_once(monkeypatch):
     assert runtime.fast_runtime_env(env) == env
 
 
+def test_fast_runtime_env_falls_back_to_pip_mimalloc(monkeypatch, tmp_path):
+    lib = tmp_path / "cmeel.prefix" / "lib" / "libmimalloc.so"
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(b"")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    assert runtime.find_mimalloc() == str(lib)
+    monkeypatch.setattr(runtime, "find_jemalloc", lambda: None)
+    env = runtime.fast_runtime_env({})
+    assert env["LD_PRELOAD"] == str(lib) and "MALLOC_CONF" not in env
+    assert env["MIMALLOC_PURGE_DELAY"] == runtime.MIMALLOC_ENV["MIMALLOC_PURGE_DELAY"]
+    assert runtime.fast_runtime_env(env) == env
+    monkeypatch.setattr(runtime, "find_jemalloc", lambda: "/lib/libjemalloc.so.2")
+    assert runtime.fast_runtime_env({})["LD_PRELOAD"] == "/lib/libjemalloc.so.2"  # jemalloc first
+
+
 PROBE = """
 import json, sys
 sys.path.insert(0, "")
@@ -73,6 +88,17 @@ def test_jemalloc_keeps_freed_memory_until_released(tmp_path):
     out = _run(PROBE, tmp_path)
     assert out["active"] and out["released"] and not out["async_dispatch"]
     assert out["before"] - out["after"] > 200, out  # ~320 MB freed but kept, then returned
+
+
+@pytest.mark.slow
+def test_pip_mimalloc_keeps_freed_memory_until_released(tmp_path):
+    lib = runtime.find_mimalloc()
+    if lib is None:
+        pytest.skip("cmeel-mimalloc not installed")
+    code = PROBE.replace("jemalloc_active", "mimalloc_active")
+    out = _run(code, tmp_path, LD_PRELOAD=lib, **runtime.MIMALLOC_ENV)
+    assert out["active"] and out["released"]
+    assert out["before"] - out["after"] > 200, out
 
 
 @pytest.mark.slow
