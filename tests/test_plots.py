@@ -6,14 +6,15 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import matplotlib  # the `plots` extra; part of the `test` extra
 import numpy as np
 import pytest
 import research_helpers as helpers
 
-pytest.importorskip("matplotlib")
+from cmhl_jax import plots
+from cmhl_jax.affect import build_affect_tables, default_affect_config
 
-from cmhl_jax import plots  # noqa: E402
-from cmhl_jax.affect import build_affect_tables, default_affect_config  # noqa: E402
+assert matplotlib.__version__
 
 PNG = b"\x89PNG\r\n\x1a\n"
 NAMES = list(helpers.EMOTIONS)

@@ -196,9 +196,29 @@ def validate(config) -> None:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
 
-def make_task(config) -> Task:
-    validate(config)
-    ge = config.goemotions
+SUMMARY_METRICS = (
+    "macro_f1",
+    "micro_f1",
+    "contradiction_rate",
+    "false_contradiction_rate",
+    "mixed_recall",
+    "ekman_macro_f1",
+    "sentiment_macro_f1",
+    "ece",
+)
+TABLE_METRICS = (
+    "macro_f1",
+    "micro_f1",
+    "contradiction_rate",
+    "false_contradiction_rate",
+    "mixed_recall",
+    "ece",
+)
+
+
+def loss_arrays(ge) -> dict:
+    """The tables the loss reads, at the granularity: `valence_map` [K, 4], the (positive,
+    negative) `pair_mask` [K, K] and the adaptive thresholds `tau` [K, K]."""
     granularity = ge.granularity
     groups = group_names(granularity)
     valence = valence_of(granularity)
@@ -207,24 +227,38 @@ def make_task(config) -> Task:
     pair_mask = np.zeros((len(groups), len(groups)), np.float32)
     pair_mask[np.ix_(positive_ids, negative_ids)] = 1.0
     tau = adaptive_tau(*official_counts(granularity), pair_mask, ge.tau0, ge.cooccurrence_gain)
-    to_groups = jnp.asarray(label_map(granularity))
-    arrays = {
+    return {
         "valence_map": jnp.asarray(np.eye(len(VALENCE_NAMES), dtype=np.float32)[valence]),
         "pair_mask": jnp.asarray(pair_mask),
         "tau": jnp.asarray(tau),
     }
-    sizes = {"emotion": len(groups), "valence": len(VALENCE_NAMES)}
-    loss_cfg = config.loss
+
+
+def checked_loss_fn(loss_cfg, sizes: dict[str, int], arrays: dict):
+    """`loss.fn` (the built-in multi-label CMHL loss or a plug-in), checked on an example."""
     loss_fn = multilabel_cmhl if loss_cfg.fn == "cmhl" else resolve_loss_fn(loss_cfg.fn)
     example = (
         {name: jnp.zeros((2, size), jnp.float32) for name, size in sizes.items()},
-        jnp.zeros((2, len(groups)), jnp.float32),
+        jnp.zeros((2, sizes["emotion"]), jnp.float32),
         jnp.ones((2,), jnp.float32),
         arrays,
         jnp.float32(2),
         loss_cfg,
     )
     check_loss_fn(loss_fn, loss_cfg.fn, example)
+    return loss_fn
+
+
+def make_task(config) -> Task:
+    validate(config)
+    ge = config.goemotions
+    granularity = ge.granularity
+    groups = group_names(granularity)
+    to_groups = jnp.asarray(label_map(granularity))
+    arrays = loss_arrays(ge)
+    sizes = {"emotion": len(groups), "valence": len(VALENCE_NAMES)}
+    loss_cfg = config.loss
+    loss_fn = checked_loss_fn(loss_cfg, sizes, arrays)
     thresholds = np.asarray(ge.thresholds or [ge.threshold] * len(groups), np.float32)
 
     def loss(outputs, head_params, labels, weights, normalizer):
@@ -266,25 +300,9 @@ def make_task(config) -> Task:
         head_labels={"emotion": groups, "valence": VALENCE_NAMES},
         selection_metric=config.checkpoint.metric,
         prediction_key="top_emotion",
-        summary_metrics=(
-            "macro_f1",
-            "micro_f1",
-            "contradiction_rate",
-            "false_contradiction_rate",
-            "mixed_recall",
-            "ekman_macro_f1",
-            "sentiment_macro_f1",
-            "ece",
-        ),
+        summary_metrics=SUMMARY_METRICS,
         record_extras=extras,
-        table_metrics=(
-            "macro_f1",
-            "micro_f1",
-            "contradiction_rate",
-            "false_contradiction_rate",
-            "mixed_recall",
-            "ece",
-        ),
+        table_metrics=TABLE_METRICS,
     )
 
 
