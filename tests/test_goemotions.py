@@ -78,7 +78,6 @@ def data_lib_free_map(rows, granularity):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED / "train.tsv").is_file(), reason="needs the official train.tsv")
 def test_embedded_counts_are_the_official_train_split():
     examples = data_lib.read_examples(SHARED / "train.tsv", ge.EMOTIONS)
     assert len(examples) == 43410 and examples.labels.shape == (43410, 28)
