@@ -204,6 +204,7 @@ def config_differences(stored: dict, config) -> list[str]:
 
 
 def _check_same_config(run: Run, config) -> None:
+    """Refuses a record or workdir of another config (checked before anything trains)."""
     for path in (run.record, run.workdir / "run_config.json"):
         if not path.is_file():
             continue
@@ -214,6 +215,11 @@ def _check_same_config(run: Run, config) -> None:
                 f"{path} is a run of another config (differs in {', '.join(diff[:5])}); "
                 "use a new --out, or the same config and overrides"
             )
+
+
+def _store_config(run: Run, config) -> None:
+    """Writes the run's config into its workdir just before it trains (a worker of
+    --parallel_runs reads it; a later command compares with it)."""
     run.workdir.mkdir(parents=True, exist_ok=True)
     if not (run.workdir / "run_config.json").is_file():
         (run.workdir / "run_config.json").write_text(to_json(config))
@@ -257,6 +263,8 @@ def train_worker(workdir: Path, device: str | None) -> None:
 def train_runs(runs: list[Run], configs: dict, *, parallel_runs: int = 1, devices=None) -> None:
     """Trains the runs that need it (no complete record and no finished workdir)."""
     pending = [r for r in runs if not is_trained(r.workdir)]
+    for run in pending:
+        _store_config(run, configs[run])
     if parallel_runs <= 1:
         for i, run in enumerate(pending):
             log.info("train %s (%d/%d) in %s", run.name, i + 1, len(pending), run.workdir)
