@@ -225,9 +225,12 @@ def summary(times: list[float]) -> dict:
 
 
 def jax_config(model_path: Path, dtype: str = "float32"):
+    """The default config on ``model_path``; ``dtype`` float32, bfloat16 (model.dtype) or
+    mixed (model.matmul_dtype=bfloat16: bf16 matmul operands, float32 everything else)."""
     config = preset("default")
     config.model.encoder = str(model_path)
-    config.model.dtype = dtype
+    config.model.dtype = "float32" if dtype == "mixed" else dtype
+    config.model.matmul_dtype = "bfloat16" if dtype == "mixed" else "float32"
     config.optim.accum_steps = 1  # one AdamW update per step, as the PyTorch loop
     return config
 

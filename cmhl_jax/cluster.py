@@ -12,8 +12,11 @@ on after a process dies (SIGKILL, a lost host, a network partition) by
   in a gloo collective (which on a silent peer, e.g. a lost host, waits for gloo's own
   timeout of many minutes), in an Orbax barrier, or in the shutdown barrier after a
   collective failed with "Connection reset by peer" (a killed peer on a live host).
-- Backstops in jax itself: the coordination service's heartbeat timeout (2 T + 10 s), after
-  which jax terminates every process of the run, and the shutdown barrier's timeout (T).
+- Backstops in jax itself: the coordination service's heartbeat timeout and the shutdown
+  barrier's timeout, both 2 T + 10 s, after which jax terminates every process of the run
+  (with a fatal log instead of the message). Both are set well past T so that the watchdog,
+  which acts at T plus one or two polling intervals, always speaks first; a shutdown timeout
+  of T raced it and sometimes won on a loaded machine.
 
 Nothing is saved on the way out: the last checkpoint written (Orbax renames a save into place
 only when complete) stays the last good one, and the next run on the workdir removes a
@@ -63,11 +66,9 @@ def setup_distributed(parallel_cfg) -> PeerWatchdog | None:
     timeout = float(parallel_cfg.get("failure_timeout_s", 90) or 0)
     kwargs = {}
     if timeout > 0:
-        # The watchdog acts after `timeout`; jax's own heartbeat check is the backstop.
-        kwargs = dict(
-            heartbeat_timeout_seconds=int(2 * timeout + 10),
-            shutdown_timeout_seconds=max(int(timeout), 1),
-        )
+        # The watchdog acts after `timeout`; jax's own checks are the backstop (docstring).
+        backstop = int(2 * timeout + 10)
+        kwargs = dict(heartbeat_timeout_seconds=backstop, shutdown_timeout_seconds=backstop)
     jax.distributed.initialize(
         coordinator_address=parallel_cfg.coordinator_address or None,
         num_processes=parallel_cfg.num_processes,

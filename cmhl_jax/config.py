@@ -220,6 +220,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         config.model.dtype in ("float32", "bfloat16"),
         f"model.dtype must be float32 or bfloat16, got {config.model.dtype!r}",
     )
+    matmul = config.model.get("matmul_dtype", "float32")
+    _check(
+        errors,
+        matmul == "float32" or (matmul == "bfloat16" and config.model.dtype == "float32"),
+        f"model.matmul_dtype must be float32, or bfloat16 with model.dtype=float32; got "
+        f"{matmul!r} with model.dtype={config.model.dtype!r}",
+    )
     _check(
         errors,
         config.parallel.mode in ("pmap", "mesh", "single"),

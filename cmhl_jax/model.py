@@ -34,12 +34,20 @@ class ModelDef:
         }
 
 
+def matmul_dtype(model_cfg):
+    """The encoder's matmul operand dtype: None (= model.dtype) or bfloat16 (f32 accumulate)."""
+    name = model_cfg.get("matmul_dtype") or model_cfg.dtype
+    return None if name == model_cfg.dtype else jnp.dtype(name)
+
+
 def build_model(model_cfg, task: Task, *, seed: int):
     """Loads the encoder named by the config, splits it once and initialises the heads.
 
     Returns (model_def, params, tokenizer).
     """
-    encoder, tokenizer = load_encoder(model_cfg.encoder, dtype=jnp.dtype(model_cfg.dtype))
+    encoder, tokenizer = load_encoder(
+        model_cfg.encoder, dtype=jnp.dtype(model_cfg.dtype), matmul_dtype=matmul_dtype(model_cfg)
+    )
     overrides = {
         key: model_cfg[key]
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob")

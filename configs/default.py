@@ -17,6 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.encoder = "roberta-base"  # local dir, Hub id, or "minilm" (embedded)
     config.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
+    # The encoder's matmul operands: float32, or bfloat16 with float32 accumulation and results
+    # (fast on CPUs with AVX512_BF16 / AMX and on accelerators; needs model.dtype=float32).
+    config.model.matmul_dtype = "float32"
     config.model.head_dropout = 0.1  # dropout on the first-token state h (chosen)
     # None keeps the encoder checkpoint's own dropout rates.
     config.model.hidden_dropout_prob = ml_collections.config_dict.placeholder(float)

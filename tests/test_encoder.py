@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import subprocess
 import sys
 
@@ -161,6 +162,67 @@ def test_bfloat16_close_to_float32(tiny_hf_model):
     rel = _max_diff(low, ref, mask) / float(jnp.sqrt(jnp.mean(ref**2)))
     print(f"tiny roberta bf16 max|diff| / rms = {rel:.2e}")
     assert rel <= 0.05
+
+
+def _bf16_exact(x):
+    return jnp.asarray(x).astype(jnp.bfloat16).astype(jnp.float32)
+
+
+@pytest.mark.parametrize("spec", ["bli,io->blo", "blh,hnd->bnld", "bnqd,ndh->bqh"])
+def test_mixed_einsum_is_bf16_operands_with_f32_accumulation_forward_and_backward(spec):
+    """Forward and both gradients equal float32 einsums of the bfloat16-rounded operands and
+    cotangent (what a bf16 x bf16 -> f32 kernel computes), and stay near the float32 ones."""
+    from cmhl_jax.encoder.modeling import mixed_einsum
+
+    ins, out = spec.split("->")
+    x, y = ins.split(",")
+    sizes = dict(b=2, l=5, i=24, o=40, h=24, n=3, d=8, q=5)
+    rng = np.random.default_rng(0)
+    a, b = (jnp.asarray(rng.normal(size=[sizes[c] for c in t]), jnp.float32) for t in (x, y))
+    g = jnp.asarray(rng.normal(size=[sizes[c] for c in out]), jnp.float32)
+    exact = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
+
+    value, vjp = jax.vjp(functools.partial(mixed_einsum, spec), a, b)
+    da, db = vjp(g)
+    assert value.dtype == da.dtype == db.dtype == jnp.float32
+    a16, b16, g16 = _bf16_exact(a), _bf16_exact(b), _bf16_exact(g)
+    np.testing.assert_allclose(value, exact(spec, a16, b16), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(da, exact(f"{out},{y}->{x}", g16, b16), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(db, exact(f"{x},{out}->{y}", a16, g16), rtol=1e-5, atol=1e-5)
+    _, vjp32 = jax.vjp(functools.partial(exact, spec), a, b)
+    for ours, f32 in zip((value, da, db), (exact(spec, a, b), *vjp32(g)), strict=True):
+        assert float(jnp.abs(ours - f32).max() / jnp.abs(f32).max()) < 2e-2
+
+
+def _mixed_dots(hlo: str) -> int:
+    """Dots in StableHLO text whose operands are bf16 and result f32."""
+    pattern = r"dot_general.*\(tensor<[^>]*bf16>, tensor<[^>]*bf16>\) -> tensor<[^>]*f32>"
+    return len(re.findall(pattern, hlo))
+
+
+def test_bf16_matmuls_reach_the_compiler_as_bf16_dots_in_forward_and_backward(tiny_hf_model):
+    """With matmul_dtype=bfloat16 the train-mode gradient of the encoder holds 6 bf16 x bf16 ->
+    f32 dots per layer forward and 12 backward (the projections and the feed-forward pair);
+    the attention scores and every other op stay float32, and outputs stay near float32's."""
+    _, path = tiny_hf_model("bert")
+    f32, mixed = _load_tiny(path), _load_tiny(path, matmul_dtype=jnp.bfloat16)
+    ids, mask = _batch(LENGTHS, 100, pad_id=0)
+    ref, low = f32(ids, mask), mixed(ids, mask)
+    assert low.dtype == jnp.float32
+    rel = _max_diff(low, ref, mask) / float(jnp.sqrt(jnp.mean(ref**2)))
+    assert rel <= 0.05
+
+    def gradient_hlo(encoder):
+        graphdef, params = nnx.split(encoder, nnx.Param)
+
+        def loss(params):
+            out = nnx.merge(graphdef, params)(ids, mask, dropout_rng=jax.random.key(0))
+            return jnp.sum(out**2)
+
+        return jax.jit(jax.grad(loss)).lower(params).as_text()
+
+    assert _mixed_dots(gradient_hlo(mixed)) == 18 * mixed.config.num_hidden_layers
+    assert _mixed_dots(gradient_hlo(f32)) == 0
 
 
 @pytest.mark.slow

@@ -441,6 +441,10 @@ def _default_config():
         (["batch_size=0"], "batch_size must be >= 1"),
         (["optim.warmup_frac=1.5"], "optim.warmup_frac must be in [0, 1)"),
         (["model.dtype=float16"], "model.dtype must be float32 or bfloat16"),
+        (
+            ["model.dtype=bfloat16", "model.matmul_dtype=bfloat16"],
+            "model.matmul_dtype must be float32, or bfloat16 with model.dtype=float32",
+        ),
     ],
 )
 def test_config_ranges_are_checked(overrides, message):

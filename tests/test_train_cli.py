@@ -186,6 +186,29 @@ def test_workdir_of_another_head_layout_is_refused(
 
 
 @pytest.mark.slow
+def test_bf16_matmuls_train_and_evaluate_like_float32(
+    trained, evaluated, tiny_encoder_dir, tiny_emotion_data, tmp_path
+):
+    """`model.matmul_dtype=bfloat16` trains the same schedule to nearly the same losses and
+    eval.py (which rebuilds the model from the workdir's config) reads its checkpoint."""
+    workdir = tmp_path / "mixed"
+    result = run(
+        train_args(workdir, tiny_encoder_dir, tiny_emotion_data, "model.matmul_dtype=bfloat16")
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    mixed = [r["loss"] for r in read_jsonl(workdir / "metrics.jsonl") if "loss" in r]
+    f32 = [r["loss"] for r in read_jsonl(trained[0] / "metrics.jsonl") if "loss" in r]
+    assert len(mixed) == len(f32) == EPOCHS
+    np.testing.assert_allclose(mixed, f32, rtol=0.02)
+    output = workdir / "val.json"
+    data = str(tiny_emotion_data / "val.txt")
+    result = run(["eval.py", "--workdir", str(workdir), "--data", data, "--output", str(output)])
+    assert result.returncode == 0, result.stderr[-5000:]
+    reference = json.loads(evaluated[0].read_text())
+    assert abs(json.loads(output.read_text())["accuracy"] - reference["accuracy"]) <= 0.1
+
+
+@pytest.mark.slow
 def test_unknown_config_key_suggests_the_close_one(tmp_path):
     result = run(
         [

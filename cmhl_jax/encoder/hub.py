@@ -33,18 +33,24 @@ class MiniLMMissingError(UserError, ImportError):
     """The embedded encoder ("minilm") was asked for without its weights package installed."""
 
 
-def random_encoder(config: EncoderConfig, seed: int = 0, *, dtype=jnp.float32) -> Encoder:
+def random_encoder(
+    config: EncoderConfig, seed: int = 0, *, dtype=jnp.float32, matmul_dtype=None
+) -> Encoder:
     """A randomly initialised encoder (normal(0.02) weights, as BERT).
 
     Built under one `nnx.jit`: eager construction would compile one XLA program per
     initializer shape, and the compiler's memory stays with the process.
     """
-    return nnx.jit(lambda: Encoder(config, dtype=dtype, rngs=nnx.Rngs(seed)))()
+    return nnx.jit(
+        lambda: Encoder(config, dtype=dtype, matmul_dtype=matmul_dtype, rngs=nnx.Rngs(seed))
+    )()
 
 
-def abstract_encoder(config: EncoderConfig, *, dtype=jnp.float32) -> Encoder:
+def abstract_encoder(config: EncoderConfig, *, dtype=jnp.float32, matmul_dtype=None) -> Encoder:
     """An encoder whose params are shapes only (no memory, no compute), for loading into."""
-    return nnx.eval_shape(lambda: Encoder(config, dtype=dtype, rngs=nnx.Rngs(0)))
+    return nnx.eval_shape(
+        lambda: Encoder(config, dtype=dtype, matmul_dtype=matmul_dtype, rngs=nnx.Rngs(0))
+    )
 
 
 def _looks_like_path(name: str) -> bool:
@@ -93,13 +99,13 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
-def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32):
+def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32, matmul_dtype=None):
     """Loads ``(encoder, tokenizer)``; the encoder runs in eval mode unless given a dropout_rng.
 
     ``tokenizer`` is None, with a warning, when the directory holds no tokenizer files.
     """
     model_dir = resolve_model_dir(name_or_path)
-    encoder = abstract_encoder(read_config(model_dir), dtype=dtype)
+    encoder = abstract_encoder(read_config(model_dir), dtype=dtype, matmul_dtype=matmul_dtype)
     state_dict, source = read_state_dict(model_dir)
     load_hf_state(encoder, state_dict, source=source)
     if not any((model_dir / f).exists() for f in _TOKENIZER_FILES):
