@@ -21,7 +21,11 @@
   (needs `accelerate`), given the same fused AdamW (no-decay rule) and schedule, no clipping
   (as the config), nothing logged or saved.
 All: the same token ids (tokenised once, untimed), lr schedule (linear warmup 10%, then linear
-decay over the epoch), lr and weight decay of configs/emotion_minilm.py, dropout on, fp32.
+decay over the epoch), lr and weight decay of configs/emotion_minilm.py, dropout on, and the
+same `--precision` for every framework: fp32, or bf16 (JAX: `model.matmul_dtype=bfloat16`,
+bf16 matmul operands with float32 accumulation, everything else float32; PyTorch:
+`torch.autocast("cpu", torch.bfloat16)` around forward and loss, as its CPU mixed-precision
+recipe; Trainer: `bf16=True`). Parameters and optimizer state stay float32 in all.
 
 The loops run interleaved, one update each in turn, so load changes on the machine hit all
 alike (the Trainer runs in a thread that pauses after each optimizer step); each framework's
@@ -30,7 +34,8 @@ predicts val.txt and reports accuracy, macro-F1 and weighted-F1.
 
 FLOP limit: the epoch's model FLOPs on its real tokens (each text's own length, the step
 benchmark's formula 6 N T + 12 n L² H per text) divided by the best fp32 matmul roof measured
-in this run (2048³, each framework's own kernel, before and after the loops) is the time no
+in this run (2048³ in the run's precision, each framework's own kernel, before and after the
+loops) is the time no
 implementation can beat on this machine; each framework's `flop_limit_share` is that time over
 its epoch time. `computed_tokens` counts the tokens each loop computed (padding included) and
 `computed_gflop` the model FLOPs of the shapes it ran.
@@ -172,6 +177,7 @@ def torch_loop(args, config, path, tokenizer, train_ids, train_labels, stats, *,
         model,
         optimizer,
         tables,
+        amp_dtype=torch.bfloat16 if args.precision == "bf16" else None,
         compile=compile is not None,
         dynamic={None: None, "dynamic": True, "buckets": False}[compile],
     )
@@ -333,6 +339,7 @@ def hf_trainer_loop(args, config, path, tokenizer, train_ids, train_labels, stat
                 dataloader_num_workers=0,
                 dataloader_pin_memory=False,
                 use_cpu=True,
+                bf16=args.precision == "bf16",
             )
             trainer = transformers.Trainer(
                 model=model,
@@ -390,6 +397,12 @@ def main(argv=None) -> None:
         help="torch_grouped_compile: dynamic=True, or static shapes padded to --bucket",
     )
     p.add_argument("--bucket", type=int, default=16, help="buckets: pad to a multiple of this")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="matmul precision of every framework (bf16: bf16 operands; see above)",
+    )
     p.add_argument("--roof-n", type=int, default=2048)
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
@@ -405,6 +418,8 @@ def main(argv=None) -> None:
     config = common.preset("emotion_minilm")
     config.optim.accum_steps = 1
     config.data.pack = not args.no_pack
+    config.model.matmul_dtype = {"fp32": "float32", "bf16": "bfloat16"}[args.precision]
+    roof_dtype = config.model.matmul_dtype
     path = common.model_dir("minilm")
     config.model.encoder = str(path)
     from cmhl_jax.encoder.hub import load_tokenizer
@@ -444,9 +459,9 @@ def main(argv=None) -> None:
     stats = {n: {"_hf_cfg": hf_cfg} for n in names}
     from throughput import matmul_roof
 
-    roofs = {"jax": [matmul_roof("jax", args.roof_n, "float32", "cpu")]}
+    roofs = {"jax": [matmul_roof("jax", args.roof_n, roof_dtype, "cpu")]}
     if any(n != "jax" for n in names):
-        roofs["torch"] = [matmul_roof("torch", args.roof_n, "float32", "cpu")]
+        roofs["torch"] = [matmul_roof("torch", args.roof_n, roof_dtype, "cpu")]
     loops = {}
     for n in names:
         if n == "jax":
@@ -478,7 +493,7 @@ def main(argv=None) -> None:
                 active.remove(n)
             elapsed[n] += time.perf_counter() - t
     for fw in roofs:
-        roofs[fw].append(matmul_roof(fw, args.roof_n, "float32", "cpu"))
+        roofs[fw].append(matmul_roof(fw, args.roof_n, roof_dtype, "cpu"))
     roof = max(max(v) for v in roofs.values())
     real_gflop = (
         3
@@ -509,7 +524,9 @@ def main(argv=None) -> None:
             "roof_gflops_runs": roofs,
             "roof_gflops": roof,
             "flop_limit_s": flop_limit_s,
-            "flop_limit_note": "real-token model FLOPs / best fp32 matmul roof of this run",
+            "flop_limit_note": "real-token model FLOPs / best matmul roof of this run, in its "
+            "precision",
+            "precision": args.precision,
         }
     }
     for n in names:

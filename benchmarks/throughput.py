@@ -17,6 +17,8 @@ sequence length and dtype, train mode (dropout on) for training:
 * peak memory: on CPU the peak RSS (ru_maxrss) of a separate child process per framework that
   runs only that framework (setup, warm-up, train steps, inference); on GPU the framework's
   peak device memory in that child.
+* --dtype bfloat16: JAX with `model.matmul_dtype=bfloat16` (bf16 matmul operands, float32
+  accumulation, everything else float32), PyTorch under `torch.autocast(bfloat16)`.
 * roof: each framework's own fp32 (or --dtype) matmul GFLOP/s at --roof-n^3; achieved train
   GFLOP/s = model FLOPs (`common.model_flops`: 6 N T + 12 n B L^2 H) / median step time, and
   its share of the roof. JAX's executed FLOPs from XLA cost analysis are reported as well.
@@ -55,7 +57,9 @@ class JaxRunner:
         import jax
 
         self.jax = jax
-        config = common.jax_config(path, args.dtype)
+        # bfloat16: bf16 matmul operands, f32 accumulation and other ops (model.matmul_dtype),
+        # the counterpart of torch.autocast; a plain bf16 model.dtype runs its dots in f32.
+        config = common.jax_config(path, "mixed" if args.dtype == "bfloat16" else args.dtype)
         state, step, predict, _, _ = common.jax_setup(config)
         batch = common.fixed_batch(hf_cfg, args.batch, args.seq)
         self.batch = jax.device_put(batch)
@@ -137,13 +141,15 @@ def make_runner(name, args, path, hf_cfg):
 
 
 def matmul_roof(framework: str, n: int, dtype: str, device: str, reps: int = 10) -> float:
-    """Median GFLOP/s of an n x n x n matmul in the framework's own kernel."""
+    """Median GFLOP/s of an n x n x n matmul in the framework's own kernel (bfloat16: JAX
+    accumulates and returns float32, torch returns bfloat16 as its autocast does)."""
     if framework == "jax":
         import jax
         import jax.numpy as jnp
 
         a = jnp.ones((n, n), dtype) * 0.5
-        f = jax.jit(jnp.dot)
+        # float32 accumulation and result: the form XLA:CPU runs on its bf16 kernels
+        f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
 
         def run():
             f(a, a).block_until_ready()

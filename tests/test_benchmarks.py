@@ -128,6 +128,7 @@ def test_epoch_frameworks_json(tmp_path):
     cmd = [
         sys.executable, str(BENCH / "epoch.py"), "--limit", "48", "--val-limit", "16",
         "--batch", "16", "--roof-n", "256", "--frameworks", ",".join(names), "--json", str(out),
+        "--precision", "bf16",  # the fp32 path differs only in this flag
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -138,4 +139,5 @@ def test_epoch_frameworks_json(tmp_path):
         assert 0 <= r[n]["val_macro_f1"] <= 1
         assert r[n]["texts"] == 48
     assert r["meta"]["flop_limit_s"] > 0 and r["meta"]["cpu_vendor"]
+    assert r["meta"]["precision"] == "bf16"
     assert r["ratios"]["epoch_time_jax_over_hf_trainer"] > 0
