@@ -222,13 +222,29 @@ def target_cells(main: dict | None, epoch: dict | None, loss: dict | None) -> di
     return cells
 
 
-def targets_md(per_cpu: dict[str, dict]) -> str:
-    """One row per target, one column per CPU (cells: measured (status); – = not measured)."""
+BF16_ROWS = (  # targets measured again with bf16 matmuls on every side (--precision bf16)
+    "train step vs torch eager",
+    "train step vs torch.compile",
+    "epoch time vs torch_grouped (HF length-grouped order)",
+    "epoch time vs hf_trainer (Trainer, group_by_length)",
+    "JAX epoch share of the FLOP limit",
+)
+BF16_SUFFIX = ", bf16 matmuls on both sides"
+
+
+def targets_md(per_cpu: dict[str, tuple], per_cpu_bf16: dict[str, tuple]) -> str:
+    """One row per target, one column per CPU (cells: measured (status); – = not measured);
+    the fp32 rows, then the bf16 rows (JAX model.matmul_dtype=bfloat16 vs torch autocast)."""
     cpus = list(per_cpu)
     cells = {c: target_cells(*per_cpu[c]) for c in cpus}
+    cells_bf16 = {c: target_cells(*per_cpu_bf16.get(c, (None, None, None))) for c in cpus}
     rows = []
     for label, goal in TARGET_ROWS:
         rows.append([label, goal] + [cells[c].get(label, "not measured") for c in cpus])
+    for label, goal in TARGET_ROWS:
+        if label in BF16_ROWS:
+            row = [cells_bf16[c].get(label, "not measured") for c in cpus]
+            rows.append([label + BF16_SUFFIX, goal] + row)
     return _table(["target", "goal", *[short_cpu(c) for c in cpus]], rows)
 
 
@@ -250,7 +266,7 @@ def epoch_md(r: dict) -> str:
     m = r["meta"]
     out = [
         f"### One epoch, MiniLM, {m['train_texts']} training texts, "
-        f"{m['batch_texts']} texts/update",
+        f"{m['batch_texts']} texts/update, {m.get('precision', 'fp32')}",
         "",
         f"{m['cpu']}, {m['cores']} cores; {m['date']}; load average at end "
         f"{m['loadavg_1m_at_end']:.1f}. Mean {m['mean_tokens']:.1f} tokens/text, max "
@@ -262,7 +278,8 @@ def epoch_md(r: dict) -> str:
     if "flop_limit_s" in m:
         out[4:4] = [
             f"FLOP limit: {m['real_gflop']:,.0f} GFLOP of model FLOPs on the "
-            f"{m['real_tokens']:,} real tokens / {m['roof_gflops']:.0f} GFLOP/s (best fp32 "
+            f"{m['real_tokens']:,} real tokens / {m['roof_gflops']:.0f} GFLOP/s (best "
+            f"{m.get('precision', 'fp32')} "
             f"{m['roof_n']}³ matmul of this run: "
             + ", ".join(f"{k} {v:.0f}" for k, v in m["roof_gflops_by_framework"].items())
             + f") = {m['flop_limit_s']:.1f} s.",
@@ -521,6 +538,14 @@ def main(argv=None) -> None:
         cpu: (files.get(args.main), files.get("epoch_minilm.json"), files.get("loss.json"))
         for cpu, files in groups.items()
     }
+    per_cpu_bf16 = {
+        cpu: (
+            files.get(args.main.replace(".json", "_bf16.json")),
+            files.get("epoch_minilm_bf16.json"),
+            None,
+        )  # fmt: skip
+        for cpu, files in groups.items()
+    }
     sections = [HEADER]
     sections.append(
         "Results are kept per CPU (`benchmarks/results/` for the first machine, "
@@ -531,7 +556,7 @@ def main(argv=None) -> None:
     )
     sections.append(
         "## Targets (CPU, MiniLM, B=32, L=64 unless stated)\n\n"
-        + targets_md({c: v for c, v in per_cpu.items() if any(v)})
+        + targets_md({c: v for c, v in per_cpu.items() if any(v)}, per_cpu_bf16)
     )
     for cpu, files in groups.items():
         sections += cpu_section(cpu, files, notes.pop(cpu, None))

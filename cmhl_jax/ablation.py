@@ -27,9 +27,11 @@ Each run trains with `train_and_evaluate` into `WORKDIRS/<arm>_s<seed>` (default
 skipped, so the command resumes after an interruption and on another machine from committed
 records alone (an interrupted training resumes from its latest checkpoint). Then OUT/ablation.md,
 OUT/ablation.csv (per arm), OUT/ablation_runs.csv (per run) and OUT/ablation_<split>.png are
-written: per arm the mean ± sd over seeds of accuracy, macro-F1, weighted-F1, contradiction
-rate and ECE, and the paired bootstrap 95% CI of each one's difference to the reference arm
-(see `cmhl_jax.stats`: seed i paired with seed i, texts resampled).
+written: per arm the mean ± sd over seeds of the task's table metrics (emotion: accuracy,
+macro-F1, weighted-F1, contradiction rate, ECE; goemotions: macro- and micro-F1, contradiction,
+false-contradiction rate, mixed recall, ECE), and the paired bootstrap 95% CI of each one's
+difference to the reference arm (see `cmhl_jax.stats`: seed i paired with seed i, texts
+resampled).
 """
 
 from __future__ import annotations
@@ -362,7 +364,7 @@ def bootstrap_inputs(run: Run, split: str, config) -> dict:
     task = make_task(config)
     with np.load(run.record.with_suffix(".npz")) as arrays:
         labels, probs = arrays[f"{split}_labels"], arrays[f"{split}_probs"]
-    if task.bootstrap_inputs is None:  # the table gets no CIs (e.g. multi-label tasks)
+    if task.bootstrap_inputs is None:  # the table gets no CIs
         return {"labels": labels}
     return {"labels": labels, **task.bootstrap_inputs(probs, labels)}
 

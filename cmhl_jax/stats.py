@@ -14,7 +14,16 @@ import math
 
 import numpy as np
 
-BOOTSTRAP_METRICS = ("accuracy", "macro_f1", "weighted_f1", "contradiction_rate", "ece")
+BOOTSTRAP_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "micro_f1",
+    "contradiction_rate",
+    "false_contradiction_rate",
+    "mixed_recall",
+    "ece",
+)
 ECE_BINS = 15
 
 
@@ -65,18 +74,74 @@ def per_text_inputs(labels, probs, positive_ids, negative_ids, threshold: float,
     confidence-minus-correct gap (`metrics.expected_calibration_error`)."""
     probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
     confidence, preds = probs.max(-1), probs.argmax(-1)
-    edges = np.linspace(0.0, 1.0, bins + 1)
     return {
         "preds": preds,
         "contradicted": (probs[:, positive_ids].max(-1) >= threshold)
         & (probs[:, negative_ids].max(-1) >= threshold),
-        "ece_bin": np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1),
+        "ece_bin": _ece_bins(confidence, bins),
         "ece_gap": confidence - (preds == labels),
     }
 
 
+def _ece_bins(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Each confidence's equal-width bin, as `metrics.expected_calibration_error`."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+
+
+def multilabel_inputs(gold, probs, thresholds, positive_ids, negative_ids, bins=ECE_BINS):
+    """What the bootstrap needs of one multi-label run (GoEmotions), from its sigmoid
+    probabilities [N, K] and gold multi-hot rows [N, K]: the label decisions (`preds`) and
+    `gold_on`, the texts with a predicted and a gold valence mix
+    (`metrics.multilabel_contradiction`), and each text's calibration gaps of its K binary
+    decisions summed per confidence bin [N, bins] (`metrics.multilabel_ece`)."""
+    from cmhl_jax.metrics import mixed_valence
+
+    gold, probs = np.asarray(gold) > 0, np.asarray(probs, np.float64)
+    preds = probs >= np.asarray(thresholds)
+    confidence = np.maximum(probs, 1.0 - probs)  # the binary decision at 0.5: argmax(1-p, p)
+    gap = confidence - ((probs > 0.5) == gold)
+    ece_gap = np.zeros((len(gold), bins))
+    np.add.at(ece_gap, (np.arange(len(gold))[:, None], _ece_bins(confidence, bins)), gap)
+    return {
+        "preds": preds,
+        "gold_on": gold,
+        "predicted_mixed": mixed_valence(preds, positive_ids, negative_ids),
+        "gold_mixed": mixed_valence(gold, positive_ids, negative_ids),
+        "ece_gap_by_bin": ece_gap,
+    }
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
+
+
+def multilabel_scores_from_weights(weights: np.ndarray, run: dict) -> dict:
+    """The multi-label bootstrap metrics of one run (`multilabel_inputs`) under text weights
+    [R, N]; with weights of 1 they equal `metrics.multilabel_scores`, `multilabel_contradiction`
+    and `multilabel_ece`."""
+    gold, preds = run["gold_on"].astype(np.float64), run["preds"].astype(np.float64)
+    true_pos, support, predicted = weights @ (gold * preds), weights @ gold, weights @ preds
+    f1 = _ratio(2 * true_pos, support + predicted)  # = 2PR / (P + R); 0 where undefined
+    mixed, contradicted = run["gold_mixed"], run["predicted_mixed"]
+    total = weights.sum(-1)
+    return {
+        "macro_f1": f1.mean(-1),
+        "micro_f1": _ratio(2 * true_pos.sum(-1), support.sum(-1) + predicted.sum(-1)),
+        "contradiction_rate": weights @ contradicted.astype(np.float64) / total,
+        "false_contradiction_rate": weights @ (contradicted & ~mixed).astype(np.float64) / total,
+        "mixed_recall": _ratio(
+            weights @ (contradicted & mixed).astype(np.float64), weights @ mixed.astype(float)
+        ),
+        "ece": np.abs(weights @ run["ece_gap_by_bin"]).sum(-1) / (total * gold.shape[1]),
+    }
+
+
 def scores_from_weights(weights: np.ndarray, labels, run: dict, num_classes: int) -> dict:
-    """Every bootstrap metric of one run under text weights [R, N] (counts per resample)."""
+    """Every bootstrap metric of one run under text weights [R, N] (counts per resample);
+    a multi-label run (`multilabel_inputs`) gets the multi-label metrics."""
+    if "gold_on" in run:
+        return multilabel_scores_from_weights(weights, run)
     scores = scores_from_confusions(_confusions(weights, labels, run["preds"], num_classes))
     total = weights.sum(-1)
     if "contradicted" in run:
@@ -125,7 +190,7 @@ def paired_bootstrap(
     labels = np.asarray(labels)
     runs_a, runs_b = _as_runs(arm_a), _as_runs(arm_b)
     shapes = [np.shape(r["preds"]) for r in (*runs_a, *runs_b)]
-    if len(runs_a) != len(runs_b) or any(shape != labels.shape for shape in shapes):
+    if len(runs_a) != len(runs_b) or any(shape[:1] != labels.shape[:1] for shape in shapes):
         raise ValueError(
             f"paired arms need predictions of the same shape [seeds, texts]: "
             f"{len(runs_a)} vs {len(runs_b)} seeds of {shapes} for {labels.shape[0]} texts"

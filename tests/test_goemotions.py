@@ -325,22 +325,58 @@ def test_records_list_every_label_above_threshold():
     assert task.gold_record(multi_hot(["joy", "anger"])[0]) == ["anger", "joy"]
 
 
-def test_ablation_table_without_bootstrap():
-    from cmhl_jax import ablation
+def _random_run(seed: int, n: int = 300):
+    """Gold multi-hot rows (some mixing valence) and sigmoid-like probabilities near them."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, 28)) < 0.06).astype(np.int16)
+    noise = 0.35 * rng.random((n, 28)) ** 4  # above the 0.3 threshold for ~4% of non-gold
+    probs = np.clip(0.6 * labels + noise, 0, 1).astype(np.float32)
+    return labels, probs
 
-    metrics = make_task(config_for()).table_metrics
+
+def test_multilabel_bootstrap_metrics_equal_the_report_at_unit_weights():
+    from cmhl_jax import stats
+
+    task = make_task(config_for())
+    labels, probs = _random_run(0)
+    report = task.report({"emotion": probs}, labels)
+    run = task.bootstrap_inputs(probs, labels)
+    scores = stats.multilabel_scores_from_weights(np.ones((1, len(labels))), run)
+    assert report["num_gold_mixed"] > 10 and report["false_contradiction_rate"] > 0
+    for metric in ge.TABLE_METRICS:
+        assert scores[metric][0] == pytest.approx(report[metric], abs=1e-12), metric
+
+
+def test_multilabel_paired_bootstrap_and_table():
+    """A run that adds false contradictions differs from its reference with a CI above 0; a
+    run compared with itself differs by exactly 0; the table shows the CIs."""
+    from cmhl_jax import ablation, stats
+
+    task = make_task(config_for())
+    labels, probs = _random_run(1)
+    noisy = probs.copy()
+    noisy[::4, E["joy"]] = noisy[::4, E["anger"]] = 0.9  # joy and anger on every 4th text
+    same, worse = (task.bootstrap_inputs(p, labels) for p in (probs, noisy))
+    ci = stats.paired_bootstrap(labels, [worse], [same], 28, num_resamples=300)
+    assert ci["false_contradiction_rate"]["low"] > 0 and ci["contradiction_rate"]["low"] > 0
+    zero = stats.paired_bootstrap(labels, [same], [same], 28, num_resamples=50)
+    assert all(v["low"] == v["high"] == v["diff"] == 0 for v in zero.values())
+    assert set(ci) == set(ge.TABLE_METRICS)
+
+    metrics = task.table_metrics
     arms = ablation.build_arms(["ce_only", "cmhl_sum"], [])
+    report = {"ce_only": task.report({"emotion": probs}, labels)}
+    report["cmhl_sum"] = task.report({"emotion": noisy}, labels)
+    inputs = {"ce_only": same, "cmhl_sum": worse}
     results = {
-        (arm.name, seed): {"labels": np.zeros((3, 28)), **{m: 0.1 * (seed + 1) for m in metrics}}
-        for arm in arms
-        for seed in range(2)
+        (arm.name, 0): {"labels": labels, **report[arm.name], **inputs[arm.name]} for arm in arms
     }
     rows = ablation.summarize(
-        results, arms, num_classes=28, resamples=10, bootstrap_seed=0, metrics=metrics
+        results, arms, num_classes=28, resamples=100, bootstrap_seed=0, metrics=metrics
     )
+    assert rows[1]["false_contradiction_rate_low"] > 0
     table = ablation.markdown_table(rows, split="val", metrics=metrics)
-    assert "mixed_recall" in table and "macro-F1" in table and "reference" in table
-    assert rows[1]["macro_f1_mean"] == pytest.approx(0.15)
+    assert "mixed_recall" in table and "reference" in table and " [+" in table
 
 
 # --- end to end ---------------------------------------------------------------------------

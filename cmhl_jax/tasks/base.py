@@ -90,7 +90,7 @@ class Task:
         "ece",
     )
     # (primary probabilities [N, C], labels) -> per-text arrays for the ablation's paired
-    # bootstrap (`stats.per_text_inputs`); None: the table has no bootstrap CIs.
+    # bootstrap (`stats.per_text_inputs`, `stats.multilabel_inputs`); None: no bootstrap CIs.
     bootstrap_inputs: Callable[[np.ndarray, np.ndarray], dict] | None = None
 
     def gold_record(self, label) -> str | list[str]:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from cmhl_jax import stats
 from cmhl_jax.config import ConfigError
 from cmhl_jax.heads import apply_heads, init_heads
 from cmhl_jax.losses import (
@@ -122,6 +123,15 @@ def valence_of(granularity: str) -> np.ndarray:
     example = {g: e for e, g in _group_of(granularity).items()}  # any member of each group
     return np.asarray(
         [VALENCE_NAMES.index(valence[example[g]]) for g in group_names(granularity)], np.int32
+    )
+
+
+def valence_ids(granularity: str) -> tuple[list[int], list[int]]:
+    """The (positive, negative) label ids at the granularity (the official sentiment map)."""
+    valence = valence_of(granularity)
+    return tuple(
+        [int(i) for i in np.flatnonzero(valence == VALENCE_NAMES.index(name))]
+        for name in ("positive", "negative")
     )
 
 
@@ -222,8 +232,7 @@ def loss_arrays(ge) -> dict:
     granularity = ge.granularity
     groups = group_names(granularity)
     valence = valence_of(granularity)
-    positive_ids = [int(i) for i in np.flatnonzero(valence == VALENCE_NAMES.index("positive"))]
-    negative_ids = [int(i) for i in np.flatnonzero(valence == VALENCE_NAMES.index("negative"))]
+    positive_ids, negative_ids = valence_ids(granularity)
     pair_mask = np.zeros((len(groups), len(groups)), np.float32)
     pair_mask[np.ix_(positive_ids, negative_ids)] = 1.0
     tau = adaptive_tau(*official_counts(granularity), pair_mask, ge.tau0, ge.cooccurrence_gain)
@@ -279,6 +288,14 @@ def make_task(config) -> Task:
             bins=config.eval.ece_bins,
         )
 
+    positive_ids, negative_ids = valence_ids(granularity)
+
+    def bootstrap_inputs(probs, labels):
+        gold = map_multi_hot(labels, label_map(granularity))
+        return stats.multilabel_inputs(
+            gold, probs, thresholds, positive_ids, negative_ids, config.eval.ece_bins
+        )
+
     def extras(probs):
         emotion = np.asarray(probs["emotion"]) >= thresholds
         out = {"labels": [[groups[i] for i in np.flatnonzero(row)] for row in emotion]}
@@ -303,6 +320,7 @@ def make_task(config) -> Task:
         summary_metrics=SUMMARY_METRICS,
         record_extras=extras,
         table_metrics=TABLE_METRICS,
+        bootstrap_inputs=bootstrap_inputs,
     )
 
 
@@ -315,9 +333,7 @@ def goemotions_report(
     labels = np.asarray(labels)
     gold = map_multi_hot(labels, label_map(granularity))
     pred = emotion >= np.asarray(thresholds)
-    valence = valence_of(granularity)
-    positive = list(np.flatnonzero(valence == 0))
-    negative = list(np.flatnonzero(valence == 1))
+    positive, negative = valence_ids(granularity)
     report = multilabel_scores(gold, pred, groups)
     report["num_examples"] = int(len(labels))
     gold_sentiment = map_multi_hot(labels, label_map("sentiment"))
