@@ -5,8 +5,8 @@ OS and is faulted in again each step (see README, Performance). `ensure_fast_run
 
 * preloads jemalloc (Debian/Ubuntu package `libjemalloc2`) with memory return disabled, by
   re-executing the current command once with LD_PRELOAD set; without a system jemalloc it
-  preloads mimalloc from the PyPI wheel `cmeel-mimalloc` when that is installed (`pip install
-  cmhl-jax[fast]`), freed pages kept (MIMALLOC_PURGE_DELAY=1000000 ms);
+  preloads mimalloc from the PyPI wheel `cmeel-mimalloc` (a dependency on Linux), freed pages
+  kept (MIMALLOC_PURGE_DELAY=1000000 ms);
 * asks XLA:CPU for 512-bit vectors in elementwise code on AVX-512 CPUs;
 * runs CPU computations synchronously (``jax_cpu_enable_async_dispatch=False``). With async
   dispatch a step could start before the previous step's temporaries were freed, so peak
