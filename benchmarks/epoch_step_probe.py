@@ -7,8 +7,11 @@
 12 rows per update of 32 texts, and a few rows of 128 for the longest texts), not on the B=32,
 L=64 batch of `throughput.py`. This times the project's jitted, donated train step on exactly
 those shapes (4 texts per row), for model.matmul_dtype float32 and bfloat16: the seconds to
-trace and compile each shape (what the epoch pays once per shape) and the median step. XLA flags
-apply per process: run once per flag set and compare.
+trace and compile each shape (what the epoch pays once per shape) and the median step. It also
+times the step's optimizer part alone (`cmhl_jax.step.guarded_update`: global grad norm, AdamW
+with its weight-decay mask and schedule, the NaN guard; jitted, state donated) on the model's
+real parameter shapes, and AdamW without norm and guard, to show what the update costs per step
+whatever the batch. XLA flags apply per process: run once per flag set and compare.
 """
 
 from __future__ import annotations
@@ -71,7 +74,39 @@ def main(argv=None) -> None:
                 "compile_s": done - traced,
                 "step_ms": common.summary([1e3 * x for x in times[1:]]),
             }
+    result["optimizer_update"] = time_optimizer_update(state.params, config, args.steps)
     common.emit_json(result, args.json)
+
+
+def time_optimizer_update(params, config, steps: int) -> dict:
+    """Median ms of the step's optimizer part alone, with and without grad norm + NaN guard."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from cmhl_jax.step import guarded_update, make_optimizer
+
+    tx, _ = make_optimizer(config.optim, 500)
+    grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 1e-3), params)
+
+    def guarded(params, opt_state):
+        return guarded_update(tx, params, opt_state, grads, jnp.float32(0.0))[:2]
+
+    def adamw_only(params, opt_state):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    out = {"params": int(sum(p.size for p in jax.tree_util.tree_leaves(params)))}
+    for name, fn in (("guarded_update_ms", guarded), ("adamw_only_ms", adamw_only)):
+        fn = jax.jit(fn, donate_argnums=(0, 1))
+        state = (jax.tree_util.tree_map(jnp.copy, params), tx.init(params))
+        times = []
+        for _ in range(steps + 1):
+            t0 = time.perf_counter()
+            state = jax.block_until_ready(fn(*state))
+            times.append(1e3 * (time.perf_counter() - t0))
+        out[name] = common.summary(times[1:])
+    return out
 
 
 if __name__ == "__main__":
