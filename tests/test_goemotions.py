@@ -376,7 +376,7 @@ def test_multilabel_paired_bootstrap_and_table():
     )
     assert rows[1]["false_contradiction_rate_low"] > 0
     table = ablation.markdown_table(rows, split="val", metrics=metrics)
-    assert "mixed_recall" in table and "reference" in table and " [+" in table
+    assert "mixed recall" in table and "reference" in table and " [+" in table
 
 
 # --- end to end ---------------------------------------------------------------------------
