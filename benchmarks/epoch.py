@@ -65,6 +65,7 @@ def jax_loop(args, config, train_ids, train_labels, pad_id, stats):
 
     from cmhl_jax import data as data_lib
 
+    start = time.perf_counter()
     plan = data_lib.EpochPlan.build(
         train_ids,
         train_labels,
@@ -75,29 +76,57 @@ def jax_loop(args, config, train_ids, train_labels, pad_id, stats):
     )
     n_batches = len(plan)
     state, step, predict, _, _ = common.jax_setup(config, total_updates=n_batches)
-    shapes = set()
+    setup_s = time.perf_counter() - start  # the epoch plan, model, optimizer state
+    step_s = {}  # shape -> seconds of each step, dispatch to result (the first compiles)
+    host_s = 0.0  # packing the next batch and putting it on the device
     texts = computed = 0
     gflop = 0.0
-    for batch in plan.batches(pad_id=pad_id):
+    batches = plan.batches(pad_id=pad_id)
+    while True:
+        t = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            break
         rows, length = batch["input_ids"].shape
-        shapes.add((rows, length))
         computed += rows * length
         gflop += common.model_flops(stats["_hf_cfg"], rows, length, train=True) / 1e9
         texts += int(batch["text_mask"].sum())
-        state, metrics = step(
-            state, jax.device_put({k: v for k, v in batch.items() if k != "example_index"})
-        )
+        batch = jax.device_put({k: v for k, v in batch.items() if k != "example_index"})
+        t_step = time.perf_counter()
+        host_s += t_step - t
+        state, metrics = step(state, batch)
         jax.block_until_ready(metrics)
+        step_s.setdefault((rows, length), []).append(time.perf_counter() - t_step)
         stats["last_loss"] = float(metrics["loss"])
         yield
     stats.update(
         updates=n_batches,
         texts=texts,
-        compiled_shapes=sorted(shapes),
+        compiled_shapes=sorted(step_s),
         computed_tokens=computed,
         computed_gflop=gflop,
+        time_split={
+            "setup_s": setup_s,
+            "host_s": host_s,
+            "first_steps_s": sum(times[0] for times in step_s.values()),
+            "steps_s": sum(sum(times[1:]) for times in step_s.values()),
+            "by_shape": {
+                f"{rows}x{length}": {
+                    "updates": len(times),
+                    "first_s": times[0],
+                    **median_ms(times[1:]),
+                }
+                for (rows, length), times in step_s.items()
+            },
+            "note": "the loop's epoch_s = setup_s + host_s + first_steps_s (compiles) + "
+            "steps_s + the generator's own overhead",
+        },
     )
     stats["_predict"] = (predict, state.params)
+
+
+def median_ms(times: list[float]) -> dict:
+    return {"step_ms_median": 1e3 * float(np.median(times))} if times else {}
 
 
 def jax_predict(config, predict_and_params, ids, labels, pad_id) -> np.ndarray:

@@ -339,6 +339,20 @@ def epoch_md(r: dict) -> str:
             if k.startswith("epoch_time_jax_over_")
         ]
         out += ["", "Epoch time JAX / " + ", JAX / ".join(parts) + "."]
+    split = r.get("jax", {}).get("time_split")
+    if split:
+        shapes = "; ".join(
+            f"{shape}: {s['updates']} updates, first {s['first_s']:.1f} s"
+            + (f", then {s['step_ms_median']:.0f} ms median" if "step_ms_median" in s else "")
+            for shape, s in split["by_shape"].items()
+        )
+        out += [
+            "",
+            f"Where the JAX epoch goes: setup (plan, model, optimizer state) "
+            f"{split['setup_s']:.1f} s, first step of each shape (trace + compile + run) "
+            f"{split['first_steps_s']:.1f} s, the other steps {split['steps_s']:.1f} s, host "
+            f"(packing, device put) {split['host_s']:.1f} s ({shapes}).",
+        ]
     return "\n".join(out)
 
 

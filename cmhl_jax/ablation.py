@@ -76,6 +76,9 @@ METRIC_TITLES = {
     "weighted_f1": "weighted-F1",
     "contradiction_rate": "contradiction",
     "ece": "ECE",
+    "micro_f1": "micro-F1",
+    "false_contradiction_rate": "false contradiction",
+    "mixed_recall": "mixed recall",
 }
 # Config keys that name places on one machine: a run's record is reused on another machine
 # when everything else matches.
@@ -476,6 +479,7 @@ def write_outputs(
     command: str,
     resamples: int,
     metrics: tuple[str, ...] = TABLE_METRICS,
+    note: str = "",
     curves: str = "",
 ) -> None:
     from cmhl_jax.plots import plot_ablation
@@ -490,8 +494,7 @@ def write_outputs(
         f"{min(steps)}–{max(steps)} steps. Δ: difference of the seed means to `{REFERENCE}`, "
         f"with a paired bootstrap 95% CI ({resamples} resamples of the texts; seed i of an "
         f"arm paired with seed i of `{REFERENCE}`, the same resampled texts for both; the CI "
-        "covers text sampling, not seed variance). Contradiction: share of texts with both a "
-        "positive and a negative emotion >= eval.contradiction_threshold. ECE: 15 bins.",
+        f"covers text sampling, not seed variance). {note}".rstrip(),
     ]
     for split, rows in rows_by_split.items():
         n = per_run[0].get(f"{split}_num_examples") if per_run else None
@@ -664,6 +667,7 @@ def ablate(argv: list[str]) -> None:
         command=command,
         resamples=_RESAMPLES.value,
         metrics=metrics,
+        note=task.table_note,
         curves=curve_table([records[run] for run in runs]),
     )
     print((out / "ablation.md").read_text())

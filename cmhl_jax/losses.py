@@ -67,12 +67,18 @@ def pair_scores(probs: jax.Array, variant: str) -> tuple[jax.Array, jax.Array]:
     )
 
 
-def exclusivity_loss(probs, pair_mask, tau, weights, normalizer, variant="sum") -> jax.Array:
-    """Adaptive exclusivity L_excl (spec 1.3): the mean over texts and over all (i in P, j in N)
-    pairs of max(0, s(p_i, p_j) - tau_ij), computed for all pairs as one masked matrix."""
+def exclusivity_per_text(probs, pair_mask, tau, variant="sum") -> jax.Array:
+    """Each text's mean over all (i in P, j in N) pairs of max(0, s(p_i, p_j) - tau_ij)
+    (spec 1.3), computed for all pairs as one masked matrix: [..., K] -> [...]."""
     scores, scale_tau = pair_scores(probs.astype(jnp.float32), variant)
     hinge = jax.nn.relu(scores - scale_tau(tau)) * pair_mask
-    per_text = hinge.sum(axis=(-2, -1)) / pair_mask.sum()
+    return hinge.sum(axis=(-2, -1)) / pair_mask.sum()
+
+
+def exclusivity_loss(probs, pair_mask, tau, weights, normalizer, variant="sum") -> jax.Array:
+    """Adaptive exclusivity L_excl (spec 1.3): the weighted mean over texts of
+    `exclusivity_per_text`."""
+    per_text = exclusivity_per_text(probs, pair_mask, tau, variant)
     return jnp.sum(per_text * weights) / normalizer
 
 

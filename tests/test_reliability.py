@@ -379,6 +379,45 @@ def test_skip_nonfinite_skips_and_counts(tiny_encoder_dir, data_dir, tmp_path, m
     assert records[-1]["skipped_steps"] == 1
 
 
+@pytest.mark.parametrize("accum_steps", [1, 3])
+def test_guarded_update_is_the_plain_update_or_nothing_and_copies_no_moments(accum_steps):
+    """Finite: bitwise optax's AdamW step. Non-finite loss or gradient: params and optimizer
+    state unchanged. Without accumulation, compiled with the state donated, no parameter-sized
+    buffer is copied (a `where` between the new and old trees made XLA copy every Adam moment
+    first; optax.MultiSteps still selects between its own branches, so accumulation copies)."""
+    import jax.numpy as jnp
+    import optax
+
+    from cmhl_jax.step import guarded_update, make_optimizer
+
+    optim = load_config("configs/default.py").optim
+    optim.accum_steps = accum_steps
+    tx, _ = make_optimizer(optim, total_updates=10)
+    params = {"kernel": jnp.linspace(-1.0, 1.0, 64 * 32).reshape(64, 32), "bias": jnp.ones(32)}
+    opt_state = tx.init(params)
+    grads = jax.tree_util.tree_map(lambda p: 0.1 * jnp.cos(p), params)
+    updates, want_state = tx.update(grads, opt_state, params)
+    want = (optax.apply_updates(params, updates), want_state)
+    got = guarded_update(tx, params, opt_state, grads, jnp.float32(1.5))
+    assert bool(got[3]) and float(got[2]) == pytest.approx(float(optax.tree.norm(grads)))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, got[:2], want)
+    bad_grads = dict(grads, bias=grads["bias"].at[3].set(jnp.nan))
+    for loss, g in ((jnp.float32(jnp.inf), grads), (jnp.float32(1.5), bad_grads)):
+        new_params, new_state, _, finite = guarded_update(tx, params, opt_state, g, loss)
+        assert not bool(finite)
+        jax.tree_util.tree_map(
+            np.testing.assert_array_equal, (new_params, new_state), (params, opt_state)
+        )
+    if accum_steps == 1:
+
+        def step(params, opt_state, grads):
+            return guarded_update(tx, params, opt_state, grads, jnp.float32(1.5))[:2]
+
+        step = jax.jit(step, donate_argnums=(0, 1))
+        hlo = step.lower(params, opt_state, grads).compile().as_text()
+        assert not re.findall(r"f32\[(?:64,32|32)\]\S* copy\(", hlo)
+
+
 # ---------------------------------------------------------------------------------------------
 # The workdir: unwritable or full, reported before the data is read
 

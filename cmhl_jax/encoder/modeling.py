@@ -161,7 +161,8 @@ def _mixed_forward(spec, a, b):
 
 def _mixed_backward(spec, saved, g):
     a16, b16 = saved
-    (x, y), z = spec.split("->")[0].split(","), spec.split("->")[1]
+    inputs, z = spec.split("->")
+    x, y = inputs.split(",")
     g16 = g.astype(jnp.bfloat16)
     return _bf16_dot(f"{z},{y}->{x}", g16, b16), _bf16_dot(f"{x},{z}->{y}", a16, g16)
 

@@ -89,6 +89,11 @@ class Task:
         "contradiction_rate",
         "ece",
     )
+    # What the ablation table's task-specific metrics mean (one sentence or two).
+    table_note: str = (
+        "Contradiction: share of texts with both a positive and a negative emotion >= "
+        "eval.contradiction_threshold. ECE: 15 bins."
+    )
     # (primary probabilities [N, C], labels) -> per-text arrays for the ablation's paired
     # bootstrap (`stats.per_text_inputs`, `stats.multilabel_inputs`); None: no bootstrap CIs.
     bootstrap_inputs: Callable[[np.ndarray, np.ndarray], dict] | None = None

@@ -320,6 +320,13 @@ def make_task(config) -> Task:
         summary_metrics=SUMMARY_METRICS,
         record_extras=extras,
         table_metrics=TABLE_METRICS,
+        table_note=(
+            "Labels predicted at their thresholds (goemotions.threshold / thresholds). "
+            "Contradiction: share of texts with a positive and a negative label predicted; "
+            "false contradiction: those whose gold labels have no such pair (share of all "
+            "texts); mixed recall: of the texts whose gold labels mix positive and negative, "
+            "the share with both predicted. ECE: every (text, label) decision, 15 bins."
+        ),
         bootstrap_inputs=bootstrap_inputs,
     )
 
