@@ -6,8 +6,8 @@ For each scored run (`OUT/runs/<arm>_s<seed>.npz`, the best checkpoint's val pro
 and the run's own loss settings (the flattened config in `OUT/runs/<arm>_s<seed>.json`:
 loss.variant, goemotions.*): the share of val texts with at least one (positive, negative) label
 pair past its threshold tau_ij (the hinge is on), and the mean hinge (the exclusivity term's
-value on val, as in training). With --workdirs, also the mean of the logged exclusivity and emotion
-BCE terms per epoch (`metrics.jsonl`). Prints a markdown table; writes nothing.
+value on val, as in training). With --workdirs, also the mean of the logged exclusivity, emotion BCE
+and valence BCE terms per epoch (`metrics.jsonl`). Prints a markdown table; writes nothing.
 """
 
 from __future__ import annotations
@@ -64,13 +64,15 @@ def main(argv=None) -> None:
         if args.workdirs:
             terms = train_terms(args.workdirs / record_path.stem)
             row.append(", ".join(f"{t.get('exclusivity', 0.0):.1e}" for t in terms.values()))
-            row.append(", ".join(f"{t.get('bce_emotion', 0.0):.4f}" for t in terms.values()))
+            for key in ("bce_emotion", "bce_valence"):
+                row.append(", ".join(f"{t.get(key, 0.0):.4f}" for t in terms.values()))
         rows.append(row)
     header = ["arm", "seed", "val texts with the hinge on (%)", "val exclusivity term"]
     if args.workdirs:
         header += [
             "training exclusivity term, mean per epoch",
             "training emotion BCE, mean per epoch",
+            "training valence BCE, mean per epoch",
         ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -480,4 +480,4 @@ def test_exclusivity_activity_script_counts_texts_past_tau(tmp_path, capsys):
     script.main([str(tmp_path), "--workdirs", str(tmp_path / "work")])
     row = capsys.readouterr().out.splitlines()[-1]
     assert row.startswith("| `cmhl_sum` | 0 | 33.33 | ")
-    assert row.endswith("| 3.0e-01, 0.0e+00 | 0.0000, 0.0000 |")
+    assert row.endswith("| 3.0e-01, 0.0e+00 | 0.0000, 0.0000 | 0.0000, 0.0000 |")
