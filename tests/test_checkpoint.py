@@ -26,21 +26,23 @@ def setup(tiny_encoder_dir):
     fresh = jax.device_get(init_train_state(params, tx, seed=0))
 
     @jax.jit
-    def update(state):
-        # A deterministic non-zero "gradient" per leaf; 5 micro-steps = 2 AdamW updates (the
-        # first one has lr 0: warmup starts at 0), the last micro-step only accumulates.
-        grads = jax.tree_util.tree_map(lambda p: jnp.sin(p * 7.0) + 0.01, state.params)
-        for _ in range(5):
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            state = state.replace(
-                step=state.step + 1,
-                params=jax.tree_util.tree_map(jnp.add, state.params, updates),
-                opt_state=opt_state,
-                rng=jax.random.fold_in(state.rng, 1),
-            )
-        return state
+    def micro_step(state):
+        # A deterministic non-zero "gradient" per leaf (of the params before any update).
+        grads = jax.tree_util.tree_map(lambda p: jnp.sin(p * 7.0) + 0.01, fresh.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return state.replace(
+            step=state.step + 1,
+            params=jax.tree_util.tree_map(jnp.add, state.params, updates),
+            opt_state=opt_state,
+            rng=jax.random.fold_in(state.rng, 1),
+        )
 
-    trained = jax.device_get(update(fresh))
+    # 5 micro-steps = 2 AdamW updates (the first one has lr 0: warmup starts at 0), the last
+    # micro-step only accumulates.
+    trained = fresh
+    for _ in range(5):
+        trained = micro_step(trained)
+    trained = jax.device_get(trained)
     return model_def, fresh, trained
 
 

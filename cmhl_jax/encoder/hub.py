@@ -118,7 +118,7 @@ def load_tokenizer(model_dir: str | os.PathLike):
     """The HF tokenizer of a model dir (no remote code).
 
     The class named by ``tokenizer_config.json`` is loaded directly when transformers has it:
-    ``AutoTokenizer`` reads the model config through modules that import torch (~200 MB).
+    ``AutoTokenizer`` reads the model config through modules that import torch.
     """
     import transformers
 

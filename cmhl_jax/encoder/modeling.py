@@ -142,7 +142,7 @@ def mixed_einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
     the forward pass and in both gradient products of the backward pass.
 
     XLA:CPU runs a dot only in this form (bf16 x bf16 -> f32) on its AVX512_BF16 / AMX
-    kernels, 2.6-5x faster than float32 (benchmarks/results/intel-6-207/notes.md); a plain
+    kernels (their speed against float32: docs/benchmarks.md); a plain
     bfloat16 dot, and the mixed f32 x bf16 dots autodiff would emit, are rewritten to float32.
     ``spec`` is "X,Y->Z" where every index appears in exactly two of X, Y, Z or in all three
     (a batch index); ``a`` and ``b`` are float32. The operands are saved as bfloat16.

@@ -184,7 +184,7 @@ HF_CONFIG_DEFAULTS["roberta"] = HF_CONFIG_DEFAULTS["bert"] | {
 def read_config(model_dir: str | os.PathLike) -> EncoderConfig:
     """Reads ``config.json`` with transformers' defaults for the fields it omits.
 
-    Plain JSON, not ``transformers.AutoConfig``: that imports torch (~200 MB of memory).
+    Plain JSON, not ``transformers.AutoConfig``: that imports torch, which costs memory for nothing.
     """
     path = Path(model_dir) / "config.json"
     try:
