@@ -65,6 +65,7 @@ def jax_loop(args, config, train_ids, train_labels, pad_id, stats):
 
     from cmhl_jax import data as data_lib
 
+    cache = compilation_cache_state()
     start = time.perf_counter()
     plan = data_lib.EpochPlan.build(
         train_ids,
@@ -118,11 +119,23 @@ def jax_loop(args, config, train_ids, train_labels, pad_id, stats):
                 }
                 for (rows, length), times in step_s.items()
             },
+            "compilation_cache": cache,
             "note": "the loop's epoch_s = setup_s + host_s + first_steps_s (compiles) + "
-            "steps_s + the generator's own overhead",
+            "steps_s + the generator's own overhead; compilation_cache: jax's persistent cache "
+            "at the start (warm: the first steps loaded executables an earlier run compiled)",
         },
     )
     stats["_predict"] = (predict, state.params)
+
+
+def compilation_cache_state() -> dict:
+    """jax's persistent compilation cache (`cmhl_jax.runtime`) before the loop: its directory
+    and how many executables it already holds (0: a cold start, as on a user's first run)."""
+    import jax
+
+    path = jax.config.values["jax_compilation_cache_dir"]
+    entries = sum(1 for p in Path(path).glob("*-cache*")) if path and Path(path).is_dir() else 0
+    return {"dir": path, "entries_before": entries, "warm": entries > 0}
 
 
 def median_ms(times: list[float]) -> dict:

@@ -353,6 +353,13 @@ def epoch_md(r: dict) -> str:
             f"{split['first_steps_s']:.1f} s, the other steps {split['steps_s']:.1f} s, host "
             f"(packing, device put) {split['host_s']:.1f} s ({shapes}).",
         ]
+        cache = split.get("compilation_cache")
+        if cache:
+            out[-1] += (
+                " Compilation cache: warm (executables of an earlier run loaded)."
+                if cache["warm"]
+                else " Compilation cache: cold (every shape compiled in the run)."
+            )
     return "\n".join(out)
 
 

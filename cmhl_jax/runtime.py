@@ -11,7 +11,10 @@ OS and is faulted in again each step (see README, Performance). `ensure_fast_run
 * runs CPU computations synchronously (``jax_cpu_enable_async_dispatch=False``). With async
   dispatch a step could start before the previous step's temporaries were freed, so peak
   memory was sometimes one step's temporaries higher from run to run; synchronous it is the
-  same every time, for a small share of step time (docs/benchmarks.md).
+  same every time, for a small share of step time (docs/benchmarks.md);
+* turns on jax's persistent compilation cache (`enable_compilation_cache`), so that a
+  second run of the same model and batch shapes loads its executables instead of compiling
+  them again (compiles of at least jax's threshold, 1 s by default).
 
 `release_free_memory()` returns the pages jemalloc keeps after a compilation.
 
@@ -24,7 +27,9 @@ CMHL_FAST_RUNTIME=0 to skip it.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -122,6 +127,51 @@ def ensure_fast_runtime(*, configure_jax: bool = True) -> None:
         import jax
 
         jax.config.update("jax_cpu_enable_async_dispatch", False)
+        enable_compilation_cache()
+
+
+def compilation_cache_dir() -> Path | None:
+    """Where compiled programs are kept: ``$CMHL_COMPILATION_CACHE`` ("0" or "off": nowhere),
+    else ``$XDG_CACHE_HOME/cmhl_jax/xla/<cpu>`` (``~/.cache`` without XDG_CACHE_HOME).
+
+    ``<cpu>`` names the CPU model and a digest of its feature flags: an executable compiled
+    for one instruction set must not be loaded on a machine without it (a home directory
+    shared by different machines).
+    """
+    chosen = os.environ.get("CMHL_COMPILATION_CACHE", "")
+    if chosen.lower() in ("0", "off", "false", "no"):
+        return None
+    if chosen:
+        return Path(chosen).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "cmhl_jax" / "xla" / _cpu_slug()
+
+
+def _cpu_slug() -> str:
+    """e.g. "x86_64-6-207-1a2b3c4d": machine, CPU family and model, digest of the flags."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    digest = hashlib.sha256(fields.get("flags", platform.processor()).encode()).hexdigest()[:8]
+    parts = (platform.machine(), fields.get("cpu family"), fields.get("model"), digest)
+    return "-".join(p for p in parts if p)
+
+
+def enable_compilation_cache() -> Path | None:
+    """Points jax's persistent compilation cache at `compilation_cache_dir()`, unless the
+    user set jax's own ``JAX_COMPILATION_CACHE_DIR`` (kept as it is). Returns the directory."""
+    import jax
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
+    path = compilation_cache_dir()
+    if path is not None:
+        jax.config.update("jax_compilation_cache_dir", str(path))
+    return path
 
 
 def jemalloc_active() -> bool:

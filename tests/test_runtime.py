@@ -24,6 +24,7 @@ def _run(code: str, tmp_path: Path, **env) -> dict:
     environ = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
     environ.pop("CMHL_FAST_RUNTIME", None)
     environ.pop(runtime.REEXECUTED, None)
+    environ["CMHL_COMPILATION_CACHE"] = str(tmp_path / "xla_cache")  # not the user's cache
     environ.update(env)
     script = tmp_path / "probe.py"
     script.write_text(textwrap.dedent(code))
@@ -119,3 +120,41 @@ def test_runtime_without_jax_does_not_import_it(tmp_path):
     out = _run(code, tmp_path)
     assert not out["jax"]
     assert out["active"] == (runtime.find_jemalloc() is not None)
+
+
+CACHE_PROBE = """
+import json, sys
+sys.path.insert(0, "")
+from cmhl_jax.runtime import ensure_fast_runtime
+ensure_fast_runtime()
+import jax, jax.numpy as jnp
+events = []
+jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 64))).block_until_ready()
+print(json.dumps({"dir": jax.config.values["jax_compilation_cache_dir"],
+                  "hits": events.count("/jax/compilation_cache/cache_hits"),
+                  "misses": events.count("/jax/compilation_cache/cache_misses")}))
+"""
+
+
+@pytest.mark.slow
+def test_second_run_loads_its_executables_from_the_compilation_cache(tmp_path):
+    cache = tmp_path / "cache"
+    env = dict(CMHL_COMPILATION_CACHE=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    first = _run(CACHE_PROBE, tmp_path, **env)
+    assert first["dir"] == str(cache) and first["hits"] == 0 and first["misses"] >= 1
+    assert any(cache.iterdir())
+    second = _run(CACHE_PROBE, tmp_path, **env)
+    assert second["hits"] >= 1 and second["misses"] == 0
+    off = _run(CACHE_PROBE, tmp_path, CMHL_COMPILATION_CACHE="off")
+    assert off["dir"] is None and off["hits"] == 0
+
+
+def test_default_compilation_cache_is_per_cpu_under_the_user_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("CMHL_COMPILATION_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = runtime.compilation_cache_dir()
+    assert path.parent == tmp_path / "cmhl_jax" / "xla"
+    assert path.name == runtime._cpu_slug() and path.name.count("-") >= 1
+    monkeypatch.setenv("CMHL_COMPILATION_CACHE", "0")
+    assert runtime.compilation_cache_dir() is None
