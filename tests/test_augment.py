@@ -119,6 +119,7 @@ def test_missing_wordnet_error_and_allow_missing(monkeypatch, tmp_path, caplog):
     assert "synonym substitution is off" in caplog.text
 
 
+@pytest.mark.slow  # loads the WordNet corpus (seconds)
 def test_real_wordnet_lookup():
     pytest.importorskip("nltk", reason="nltk not installed (pip install 'cmhl-jax[augment]')")
     try:
