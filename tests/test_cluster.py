@@ -95,11 +95,6 @@ def _check_failed_save(workdir: Path, ckpt: Checkpoints, info, first: dict) -> N
     assert int(restored["step"]) == int(first["step"])
 
 
-# The patched JSON writer fails while the array writes still run on Orbax's event loop; Orbax
-# closes that loop on the failure, and the write cut short by the cleanup sometimes reports its
-# own error to the closed loop afterwards ("Event loop is closed", raised in a tensorstore
-# callback, never in our code). The run has already stopped with CheckpointSaveError by then.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
