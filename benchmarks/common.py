@@ -139,15 +139,9 @@ def cpu_info() -> dict:
 
     `cpu` is one line naming all of it (the key results are grouped by in docs/benchmarks.md),
     `isa` the matmul-relevant flags the CPU has (AVX-512, VNNI, BF16, AMX)."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key and key not in fields:
-                fields[key] = value.strip()
-    except OSError:
-        pass
+    from cmhl_jax.runtime import cpu_fields
+
+    fields = cpu_fields()
     flags = set(fields.get("flags", "").split())
     isa = [f for f in ISA_FLAGS if f in flags]
     vendor = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(

@@ -27,6 +27,7 @@ CMHL_FAST_RUNTIME=0 to skip it.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -48,11 +49,23 @@ MIMALLOC_ENV = {"MIMALLOC_PURGE_DELAY": "1000000"}
 REEXECUTED = "CMHL_FAST_RUNTIME_REEXECUTED"  # set in the re-executed process
 
 
-def _has_avx512() -> bool:
+@functools.cache
+def cpu_fields() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ("cpu family", "model", "flags", ...);
+    empty where there is no /proc/cpuinfo."""
+    fields: dict[str, str] = {}
     try:
-        return " avx512f " in Path("/proc/cpuinfo").read_text()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip():
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
-        return False
+        pass
+    return fields
+
+
+def _has_avx512() -> bool:
+    return "avx512f" in cpu_fields().get("flags", "").split()
 
 
 # Elementwise code in 512-bit vectors where the CPU has them (XLA's default is 256).
@@ -149,29 +162,20 @@ def compilation_cache_dir() -> Path | None:
 
 def _cpu_slug() -> str:
     """e.g. "x86_64-6-207-1a2b3c4d": machine, CPU family and model, digest of the flags."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
+    fields = cpu_fields()
     digest = hashlib.sha256(fields.get("flags", platform.processor()).encode()).hexdigest()[:8]
     parts = (platform.machine(), fields.get("cpu family"), fields.get("model"), digest)
     return "-".join(p for p in parts if p)
 
 
-def enable_compilation_cache() -> Path | None:
+def enable_compilation_cache() -> None:
     """Points jax's persistent compilation cache at `compilation_cache_dir()`, unless the
-    user set jax's own ``JAX_COMPILATION_CACHE_DIR`` (kept as it is). Returns the directory."""
+    user set jax's own ``JAX_COMPILATION_CACHE_DIR`` (kept as it is)."""
     import jax
 
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
     path = compilation_cache_dir()
-    if path is not None:
+    if path is not None and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         jax.config.update("jax_compilation_cache_dir", str(path))
-    return path
 
 
 def jemalloc_active() -> bool:

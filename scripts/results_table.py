@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 
 from cmhl_jax.config import load_config
-from cmhl_jax.runtime import ensure_fast_runtime
+from cmhl_jax.runtime import cpu_fields, ensure_fast_runtime
 from cmhl_jax.tasks import Task, make_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,13 +36,7 @@ def run_config(run: Path):
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_fields().get("model name", "unknown CPU")
     devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()}; jax {jax.__version__} ({devices})"
 
