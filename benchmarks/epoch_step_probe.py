@@ -1,7 +1,7 @@
 """The epoch's own train step: compile time and step time at its packed shapes, per precision.
 
     python benchmarks/epoch_step_probe.py [--rows 12] [--lengths 64,128] [--steps 8] [--json PATH]
-        [--guard-ab]
+        [--guard-ab] [--layers N]
     XLA_FLAGS=--xla_cpu_experimental_onednn_fusion_type=dot python benchmarks/epoch_step_probe.py
 
 `benchmarks/epoch.py` trains on packed rows (configs/emotion_minilm.py: rows of 64 tokens, about
@@ -16,6 +16,8 @@ weight-decay mask and schedule, the NaN guard as a `lax.cond`), the same with th
 `where` between the new and old trees (the project's guard until 2026-12-01, kept here as the
 reference), and AdamW alone. `--guard-ab` also times the whole train step with each guard,
 interleaved step by step. XLA flags apply per process: run once per flag set and compare.
+`--layers N` takes a randomly initialised encoder of MiniLM's shapes with N layers instead of
+MiniLM itself, to see how compile time grows with depth (what a scan over layers would save).
 """
 
 from __future__ import annotations
@@ -51,6 +53,24 @@ def where_guarded_update(tx, params, opt_state, grads, loss):
     return new_params, new_opt_state, grad_norm, finite
 
 
+def minilm_shaped(layers: int) -> str:
+    """Register a random encoder of all-MiniLM-L6-v2's shapes with ``layers`` layers as a
+    benchmark model (`common.model_dir` builds it once); its name."""
+    name = f"minilm-shaped-{layers}-layers"
+    common.RANDOM_MODELS[name] = dict(
+        model_type="bert",
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=layers,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        pad_token_id=0,
+    )
+    return name
+
+
 def interleaved_ms(fns: dict, states: dict, steps: int) -> dict:
     """Median/min/max ms per variant; each round runs every variant once (the first round,
     warm-up, is dropped). `fns[name](state) -> state` with the state donated."""
@@ -73,6 +93,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--precisions", default="float32,bfloat16")
     p.add_argument("--guard-ab", action="store_true", help="also the step with the where guard")
+    p.add_argument("--layers", type=int, default=0, help="random MiniLM-shaped encoder, N layers")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
     ensure_fast_runtime()
@@ -81,7 +102,7 @@ def main(argv=None) -> None:
 
     from cmhl_jax import step as step_lib
 
-    path = common.model_dir("minilm")
+    path = common.model_dir(minilm_shaped(args.layers) if args.layers else "minilm")
     hf_cfg = common.read_hf_config(path)
     result = {"meta": {**common.machine_info(), "command": " ".join(["python", *sys.argv])}}
     guards = {"cond": step_lib.guarded_update}

@@ -71,6 +71,58 @@ def test_op_categories():
     assert op_category("multiply_erf_fusion", "jvp()/erf").startswith("elementwise")
 
 
+def _epoch_result(name, precision, texts, frameworks):
+    """A minimal epoch.py result: {framework: (jax / it, macro-F1 jax - it, extra fields)}."""
+    ratios, out = {}, {}
+    for fw, (ratio, f1, extra) in frameworks.items():
+        ratios[f"epoch_time_jax_over_{fw}"] = ratio
+        ratios[f"macro_f1_jax_minus_{fw}"] = f1
+        out[fw] = extra
+    meta = {"precision": precision, "train_texts": texts}
+    return name, {"meta": meta, "jax": {"flop_limit_share": 0.39}, "ratios": ratios, **out}
+
+
+def test_targets_take_missing_baselines_from_the_cpus_other_epoch_files():
+    sys.path.insert(0, str(BENCH))
+    from report import full_epochs, target_cells
+
+    files = dict(
+        [
+            _epoch_result(
+                "epoch_minilm.json",
+                "fp32",
+                16000,
+                {
+                    "torch_grouped": (1.02, -0.003, {}),
+                    "torch_grouped_compile": (0.45, 0.003, {"compile_shapes": "buckets"}),
+                },
+            ),
+            _epoch_result(
+                "epoch_minilm_reference.json",
+                "fp32",
+                16000,
+                {
+                    "torch": (0.55, -0.01, {}),
+                    "torch_grouped": (0.9, 0.0, {}),  # the main file's row wins
+                    "torch_grouped_compile": (0.8, 0.002, {"compile_shapes": "dynamic"}),
+                },
+            ),
+            _epoch_result("epoch_minilm_bf16.json", "bf16", 16000, {"torch": (0.1, 0.0, {})}),
+            _epoch_result("epoch_minilm_small.json", "fp32", 4000, {"hf_trainer": (0.5, 0, {})}),
+        ]
+    )
+    runs = full_epochs(files, "fp32")
+    assert [r["meta"]["train_texts"] for r in runs] == [16000, 16000]
+    cells = target_cells(None, runs, None)
+    assert cells["epoch time vs torch_grouped (HF length-grouped order)"].startswith("1.02x")
+    # torch.compile: the faster of its shape modes, i.e. the larger JAX / it ratio, named
+    compiled = cells["epoch time vs torch_grouped_compile"]
+    assert compiled == "0.80x (macro-F1 +0.002, dynamic)"
+    assert cells["epoch time vs torch (random order, reference)"] == "0.55x (macro-F1 -0.010) (met)"
+    assert "epoch time vs hf_trainer (Trainer, group_by_length)" not in cells  # 4,000 texts only
+    assert cells["JAX epoch share of the FLOP limit"] == "39% (**missed**)"
+
+
 @pytest.mark.slow
 def test_profile_step_traces_ops(tmp_path):
     out = tmp_path / "p.json"
