@@ -266,6 +266,19 @@ def jax_setup(config, total_updates: int = 10_000):
     return state, step, predict, model_def, tokenizer
 
 
+# A pause before each timed call of an interleaved benchmark, outside every timer. A framework's
+# worker threads keep spinning for a few milliseconds after its call has returned (PyTorch's
+# OpenMP pool spins before it sleeps; so do OpenBLAS's and, briefly, XLA's); timed back to back,
+# the next framework's call starts on cores still busy with them. 20 ms covers the spin with
+# room to spare; `python benchmarks/matmul_probe.py --torch --settle-ms 0` shows the effect.
+SETTLE_S = 0.02
+
+
+def settle(seconds: float = SETTLE_S) -> None:
+    """Let the previous call's spinning worker threads go to sleep (see SETTLE_S)."""
+    time.sleep(seconds)
+
+
 def block(tree):
     import jax
 

@@ -28,8 +28,10 @@ bf16 matmul operands with float32 accumulation, everything else float32; PyTorch
 recipe; Trainer: `bf16=True`). Parameters and optimizer state stay float32 in all.
 
 The loops run interleaved, one update each in turn, so load changes on the machine hit all
-alike (the Trainer runs in a thread that pauses after each optimizer step); each framework's
-epoch time is the sum of its own update times, compilations and setup included. Afterwards each
+alike (the Trainer runs in a thread that pauses after each optimizer step), with a 20 ms pause
+before each update, outside the timers, so that no loop starts on cores still busy with the
+last one's spinning worker threads (`common.SETTLE_S`); each framework's epoch time is the sum
+of its own update times, compilations and setup included. Afterwards each
 predicts val.txt and reports accuracy, macro-F1 and weighted-F1.
 
 FLOP limit: the epoch's model FLOPs on its real tokens (each text's own length, the step
@@ -528,6 +530,7 @@ def main(argv=None) -> None:
     active = list(loops)
     while active:
         for n in list(active):
+            common.settle()
             t = time.perf_counter()
             try:
                 next(loops[n])

@@ -1,11 +1,13 @@
 """Matmul speed per dtype: XLA:CPU (`jnp.dot`, jitted) and PyTorch (`torch.mm`), fp32 vs bf16.
 
-    python benchmarks/matmul_probe.py [--json PATH] [--torch]
+    python benchmarks/matmul_probe.py [--json PATH] [--torch] [--settle-ms MS]
     XLA_FLAGS=--xla_cpu_experimental_onednn_fusion_type=dot python benchmarks/matmul_probe.py
 
 Shapes: the 2048³ roof and the MiniLM train step's matmuls at B=32, L=64 (2048 tokens, H=384,
-I=1536). bf16 inputs accumulate in fp32 (`preferred_element_type=float32`), as a mixed-precision
-step would. All variants are timed interleaved in one process (one call each per round), so
+I=1536) and in the epoch's packed step (11 rows of 64: 704 tokens). bf16 inputs accumulate in
+fp32 (`preferred_element_type=float32`), as a mixed-precision step would. All variants are timed
+interleaved in one process (one call each per round, each after a pause of --settle-ms so that
+the last call's spinning worker threads do not share the cores; 0 shows what they cost), so
 machine load hits them alike: compare the ratios, and absolute numbers only from a quiet run.
 XLA flags apply per process (read when the CPU backend starts): run once per flag set.
 """
@@ -25,6 +27,9 @@ SHAPES = {  # name: (M, K, N)
     "ffn in [2048,384]x[384,1536]": (2048, 384, 1536),
     "ffn out [2048,1536]x[1536,384]": (2048, 1536, 384),
     "proj [2048,384]x[384,384]": (2048, 384, 384),
+    "ffn in [704,384]x[384,1536]": (704, 384, 1536),
+    "ffn out [704,1536]x[1536,384]": (704, 1536, 384),
+    "proj [704,384]x[384,384]": (704, 384, 384),
 }
 
 
@@ -32,6 +37,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--torch", action="store_true", help="also time torch.mm (fp32, bf16)")
+    p.add_argument(
+        "--settle-ms",
+        type=float,
+        default=1e3 * common.SETTLE_S,
+        help="pause before each timed call (0: back to back, another framework's threads spin)",
+    )
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
     import jax
@@ -62,6 +73,7 @@ def main(argv=None) -> None:
     times = {key: [] for key in fns}
     for _ in range(args.rounds):
         for key, (f, xs, _) in fns.items():
+            common.settle(args.settle_ms / 1e3)
             t = time.perf_counter()
             out = f(*xs)
             if hasattr(out, "block_until_ready"):
@@ -86,6 +98,7 @@ def main(argv=None) -> None:
             "command": " ".join(["python", *sys.argv]),
             "jax_version": jax.__version__,
             "rounds": args.rounds,
+            "settle_ms": args.settle_ms,
             "loadavg_1m_at_end": os.getloadavg()[0],
         },
         "rows": rows,

@@ -11,7 +11,8 @@ sequence length and dtype, train mode (dropout on) for training:
   heads on the first token; PyTorch runs `benchmarks/torch_cmhl.py` (the same model and loss).
   After `--warmup` steps each, the frameworks run one step at a time in `--steps` interleaved
   rounds (the order rotates every round), so machine noise hits all of them alike; medians,
-  minima and maxima are over those steps.
+  minima and maxima are over those steps. A 20 ms pause before each timed call lets the last
+  framework's spinning worker threads go to sleep (`common.SETTLE_S`).
 * inference (eval mode; PyTorch under `torch.inference_mode`), timed the same way.
 * first step: wall time of the first train step (includes jit / torch.compile compilation).
 * peak memory: on CPU the peak RSS (ru_maxrss) of a separate child process per framework that
@@ -226,6 +227,7 @@ def interleaved(runners: dict, method: str, rounds: int) -> dict[str, list[float
     for r in range(rounds):
         for n in names[r % len(names) :] + names[: r % len(names)]:
             fn = getattr(runners[n], method)
+            common.settle()
             t = time.perf_counter()
             fn()
             times[n].append(time.perf_counter() - t)
