@@ -279,6 +279,16 @@ def settle(seconds: float = SETTLE_S) -> None:
     time.sleep(seconds)
 
 
+def add_settle_argument(parser) -> None:
+    """``--settle-ms``: the pause before each timed call of an interleaved benchmark."""
+    parser.add_argument(
+        "--settle-ms",
+        type=float,
+        default=1e3 * SETTLE_S,
+        help="pause before each timed call (0: back to back, the last call's threads spin)",
+    )
+
+
 def block(tree):
     import jax
 

@@ -448,6 +448,7 @@ def main(argv=None) -> None:
         help="matmul precision of every framework (bf16: bf16 operands; see above)",
     )
     p.add_argument("--roof-n", type=int, default=2048)
+    common.add_settle_argument(p)
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
     ensure_fast_runtime()
@@ -530,7 +531,7 @@ def main(argv=None) -> None:
     active = list(loops)
     while active:
         for n in list(active):
-            common.settle()
+            common.settle(args.settle_ms / 1e3)
             t = time.perf_counter()
             try:
                 next(loops[n])
@@ -554,6 +555,7 @@ def main(argv=None) -> None:
         "meta": {
             **common.machine_info(),
             "command": " ".join(["python", *sys.argv]),
+            "settle_ms": args.settle_ms,
             "train_texts": len(train_ids),
             "val_texts": len(val_ids),
             "batch_texts": args.batch,

@@ -37,12 +37,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--torch", action="store_true", help="also time torch.mm (fp32, bf16)")
-    p.add_argument(
-        "--settle-ms",
-        type=float,
-        default=1e3 * common.SETTLE_S,
-        help="pause before each timed call (0: back to back, another framework's threads spin)",
-    )
+    common.add_settle_argument(p)
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
     import jax

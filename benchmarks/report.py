@@ -28,6 +28,14 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _pause(meta: dict) -> str:
+    """How a result's interleaved calls were spaced (``--settle-ms``; absent: back to back)."""
+    ms = meta.get("settle_ms")
+    if ms is None:
+        return " (back to back: run before the pause between calls was added)"
+    return f" ({ms:.0f} ms pause before each)" if ms else " (back to back)"
+
+
 def throughput_md(r: dict, title: str | None = None) -> str:
     m = r["meta"]
     names = [n for n in NAMES if n in r]
@@ -40,7 +48,8 @@ def throughput_md(r: dict, title: str | None = None) -> str:
         "",
         f"{where}; {m['date']}; torch {m['torch_version']} ({m['torch_threads']} threads), "
         f"jax {m['jax_version']} ({m['jax_backend']}); allocator: {m['allocator']}; "
-        f"{m['steps']} interleaved timed steps after {m['warmup']} warm-up steps; load average "
+        f"{m['steps']} interleaved timed steps after {m['warmup']} warm-up steps"
+        f"{_pause(m)}; load average "
         f"{m.get('loadavg_1m_at_start', 0):.1f} at start, {m.get('loadavg_1m_at_end', 0):.1f} "
         "at end.",
         "",
@@ -278,7 +287,8 @@ def epoch_md(r: dict) -> str:
         "",
         f"{m['cpu']}, {m['cores']} cores; {m['date']}; load average at end "
         f"{m['loadavg_1m_at_end']:.1f}. Mean {m['mean_tokens']:.1f} tokens/text, max "
-        f"{m['max_tokens']}. Interleaved one update each; time = sum of a loop's own updates.",
+        f"{m['max_tokens']}. Interleaved one update each{_pause(m)}; time = sum of a loop's "
+        "own updates.",
         "",
         f"`{m['command']}`",
         "",

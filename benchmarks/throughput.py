@@ -220,14 +220,15 @@ def memory_of(name: str, args) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def interleaved(runners: dict, method: str, rounds: int) -> dict[str, list[float]]:
-    """`rounds` rounds of one call per framework; the order rotates every round."""
+def interleaved(runners: dict, method: str, rounds: int, settle_s: float) -> dict[str, list[float]]:
+    """`rounds` rounds of one call per framework, each after a pause of ``settle_s``; the order
+    rotates every round."""
     names = list(runners)
     times = {n: [] for n in names}
     for r in range(rounds):
         for n in names[r % len(names) :] + names[: r % len(names)]:
             fn = getattr(runners[n], method)
-            common.settle()
+            common.settle(settle_s)
             t = time.perf_counter()
             fn()
             times[n].append(time.perf_counter() - t)
@@ -272,8 +273,9 @@ def run(args) -> dict:
         first[n] = dict(setup_s=setup_s, first_step_s=first_step_s, first_predict_s=first_predict_s)
         print(f"[{n}] ready: first step {first_step_s:.1f} s", file=sys.stderr, flush=True)
 
-    train_times = interleaved(runners, "train", args.steps)
-    infer_times = interleaved(runners, "predict", args.infer_steps or args.steps)
+    settle_s = args.settle_ms / 1e3
+    train_times = interleaved(runners, "train", args.steps, settle_s)
+    infer_times = interleaved(runners, "predict", args.infer_steps or args.steps, settle_s)
     memory = {}
     if args.memory == "child":
         for n in names:
@@ -283,6 +285,7 @@ def run(args) -> dict:
         "meta": {
             **common.machine_info(),
             "command": " ".join(["python", *sys.argv]),
+            "settle_ms": args.settle_ms,
             "model": args.model,
             "batch": args.batch,
             "seq": args.seq,
@@ -386,6 +389,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--roof-n", type=int, default=2048)
     p.add_argument("--peak-tflops", type=float, default=0.0, help="for MFU (GPU)")
+    common.add_settle_argument(p)
     p.add_argument("--json", default="")
     p.add_argument("--md", default="")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
