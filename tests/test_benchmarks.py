@@ -24,7 +24,7 @@ def test_throughput_json_keys(tmp_path):
     cmd = [
         sys.executable, str(BENCH / "throughput.py"), "--model", "tiny", "--batch", "4",
         "--seq", "16", "--steps", "2", "--warmup", "1", "--roof-n", "256",
-        "--frameworks", "jax,torch_eager", "--memory", "child",
+        "--frameworks", "jax,torch_eager", "--memory", "child", "--settle-ms", "5",
         "--json", str(out), "--md", str(tmp_path / "t.md"),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
@@ -45,6 +45,7 @@ def test_throughput_json_keys(tmp_path):
     assert result["jax"]["executed_gflop_per_step"] > 0
     assert result["ratios"]["train_jax_over_torch_eager"] > 0
     assert result["meta"]["cores"] >= 1
+    assert result["meta"]["settle_ms"] == 5
     assert "| jax |" in (tmp_path / "t.md").read_text()
 
 
@@ -84,7 +85,7 @@ def _epoch_result(name, precision, texts, frameworks):
 
 def test_targets_take_missing_baselines_from_the_cpus_other_epoch_files():
     sys.path.insert(0, str(BENCH))
-    from report import full_epochs, target_cells
+    from report import _pause, full_epochs, target_cells
 
     files = dict(
         [
@@ -121,6 +122,9 @@ def test_targets_take_missing_baselines_from_the_cpus_other_epoch_files():
     assert cells["epoch time vs torch (random order, reference)"] == "0.55x (macro-F1 -0.010) (met)"
     assert "epoch time vs hf_trainer (Trainer, group_by_length)" not in cells  # 4,000 texts only
     assert cells["JAX epoch share of the FLOP limit"] == "39% (**missed**)"
+    assert _pause({"settle_ms": 20.0}) == " (20 ms pause before each)"
+    assert _pause({"settle_ms": 0}) == " (back to back)"
+    assert "before the pause" in _pause({})
 
 
 @pytest.mark.slow
@@ -192,4 +196,5 @@ def test_epoch_frameworks_json(tmp_path):
         assert r[n]["texts"] == 48
     assert r["meta"]["flop_limit_s"] > 0 and r["meta"]["cpu_vendor"]
     assert r["meta"]["precision"] == "bf16"
+    assert r["meta"]["settle_ms"] == 20  # the default pause before each update
     assert r["ratios"]["epoch_time_jax_over_hf_trainer"] > 0
