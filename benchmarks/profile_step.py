@@ -39,6 +39,11 @@ def op_category(kind: str, op_name: str) -> str:
     return "elementwise and reductions (LayerNorm, softmax, GELU, dropout, residuals)"
 
 
+# Control-flow ops whose trace event spans the ops inside them (the NaN guard's `lax.cond`):
+# counting them too would count the optimizer's ops twice.
+CONTROL_FLOW_OPS = ("cond", "conditional", "while", "call")
+
+
 def op_breakdown(compiled, state, batch, steps: int, top: int = 12) -> dict:
     """Op times per step from a profiler trace of `steps` executions of the compiled step."""
     import gzip
@@ -70,6 +75,8 @@ def op_breakdown(compiled, state, batch, steps: int, top: int = 12) -> dict:
         shape, op_name = hlo[e["name"]]
         op_name = op_name.removeprefix("jit(train_step)/")
         kind = re.sub(r"\.\d+$", "", e["name"])
+        if kind in CONTROL_FLOW_OPS:
+            continue
         ms = e["dur"] / 1e3 / steps
         categories[op_category(kind, op_name)] += ms
         ops[(kind, shape, op_name)][0] += ms

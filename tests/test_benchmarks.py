@@ -142,6 +142,9 @@ def test_profile_step_traces_ops(tmp_path):
     assert ops["op_category_ms"]["matmul (backward)"] > 0
     assert abs(sum(ops["op_category_ms"].values()) - ops["sum_of_op_ms"]) < 1e-6
     assert ops["top_ops"] and all(o["ms"] > 0 for o in ops["top_ops"])
+    # the NaN guard's cond spans the optimizer's ops: only the ops inside it are counted
+    assert any(o["jax_op"].startswith("cond/") for o in ops["top_ops"])
+    assert not {o["kind"] for o in ops["top_ops"]} & {"cond", "conditional", "while"}
 
 
 def test_epoch_grouped_order_and_stepper():
