@@ -274,11 +274,6 @@ def jax_setup(config, total_updates: int = 10_000):
 SETTLE_S = 0.02
 
 
-def settle(seconds: float = SETTLE_S) -> None:
-    """Let the previous call's spinning worker threads go to sleep (see SETTLE_S)."""
-    time.sleep(seconds)
-
-
 def add_settle_argument(parser) -> None:
     """``--settle-ms``: the pause before each timed call of an interleaved benchmark."""
     parser.add_argument(

@@ -54,20 +54,12 @@ def where_guarded_update(tx, params, opt_state, grads, loss):
 
 
 def minilm_shaped(layers: int) -> str:
-    """Register a random encoder of all-MiniLM-L6-v2's shapes with ``layers`` layers as a
+    """Register a random encoder with all-MiniLM-L6-v2's config but ``layers`` layers as a
     benchmark model (`common.model_dir` builds it once); its name."""
     name = f"minilm-shaped-{layers}-layers"
-    common.RANDOM_MODELS[name] = dict(
-        model_type="bert",
-        vocab_size=30522,
-        hidden_size=384,
-        num_hidden_layers=layers,
-        num_attention_heads=12,
-        intermediate_size=1536,
-        max_position_embeddings=512,
-        type_vocab_size=2,
-        pad_token_id=0,
-    )
+    cfg = common.read_hf_config(common.model_dir("minilm"))
+    keep = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "architectures"}
+    common.RANDOM_MODELS[name] = {**keep, "num_hidden_layers": layers}
     return name
 
 

@@ -228,7 +228,7 @@ def interleaved(runners: dict, method: str, rounds: int, settle_s: float) -> dic
     for r in range(rounds):
         for n in names[r % len(names) :] + names[: r % len(names)]:
             fn = getattr(runners[n], method)
-            common.settle(settle_s)
+            time.sleep(settle_s)  # common.SETTLE_S
             t = time.perf_counter()
             fn()
             times[n].append(time.perf_counter() - t)
