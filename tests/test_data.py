@@ -429,6 +429,50 @@ def test_packing_rows_are_contiguous_and_complete():
     assert {b["input_ids"].shape[1] for b in batches} == {64, 128}
 
 
+def test_packing_is_best_fit_decreasing():
+    # In arrival order, first-fit needs three rows for 30, 30, 34, 34 (30+30, 34, 34); longest
+    # first, best fit fills two rows exactly.
+    lengths = np.array([30, 30, 34, 34])
+    stats = data.packing_stats(
+        synthetic_ids(lengths), options=data.BatchOptions(BUCKETS, pack_len=64)
+    )
+    assert (stats.rows, stats.fill_ratio, stats.texts_per_row) == (2, 1.0, 2.0)
+    # The cap on texts per row still holds: eight 8-token texts fill one row, a ninth opens one.
+    assert (
+        data.packing_stats(
+            synthetic_ids(np.full(9, 8)), options=data.BatchOptions(BUCKETS, pack_len=64)
+        ).rows
+        == 2
+    )
+
+
+def test_packed_rows_change_with_the_epoch():
+    lengths = np.random.default_rng(5).integers(3, 40, 400)
+    token_ids = synthetic_ids(lengths)
+
+    def rows(epoch):
+        batches = train_batches(
+            token_ids,
+            np.zeros(400),
+            batch_size=8,
+            buckets=BUCKETS,
+            seed=0,
+            epoch=epoch,
+            pad_id=0,
+            pack=True,
+            pack_len=64,
+        )
+        return [
+            frozenset(b["example_index"][r][b["text_mask"][r] > 0].tolist())
+            for b in batches
+            for r in range(len(b["example_index"]))
+        ]
+
+    first, second = rows(0), rows(1)
+    assert first == rows(0) and first != second
+    assert len(set(first) & set(second)) < len(first) // 2  # texts meet new row mates
+
+
 def emotion_sized_lines(n: int, seed: int = 0) -> list[str]:
     """`n` lines `text;label` with the dair-ai emotion train set's length profile (2 to 66
     words, median 17, mean 19): a gamma distribution of word counts, clipped."""

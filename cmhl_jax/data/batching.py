@@ -108,37 +108,29 @@ def _bucketed_plan(
     return plan
 
 
-_PACK_WINDOW = 32  # open rows considered by first-fit before the oldest is closed
-
-
 def _pack_rows(
     indices: np.ndarray, lengths: np.ndarray, pack_len: int, max_texts_per_row: int
 ) -> list[tuple[int, ...]]:
-    """Greedy first-fit of a stream of texts into rows of ``pack_len`` tokens.
+    """Best-fit decreasing: the texts, longest first, each into the open row it fills best.
 
-    At most ``_PACK_WINDOW`` rows are open; when another is needed the oldest open row is closed.
-    Rows come out in stream order, so shuffling the stream shuffles the rows' contents.
+    A row closes when it is full or holds ``max_texts_per_row`` texts. Texts of equal length
+    keep their order in ``indices``, so shuffling ``indices`` shuffles which of them share a
+    row. Rows come out longest first text first: callers shuffle them.
     """
-    closed: list[tuple[int, ...]] = []
-    open_rows: list[list[int]] = []
-    free: list[int] = []
-    for index in indices.tolist():
-        size = int(lengths[index])
-        slot = next((k for k, room in enumerate(free) if room >= size), None)
-        if slot is None:
-            if len(open_rows) == _PACK_WINDOW:
-                closed.append(tuple(open_rows.pop(0)))
-                free.pop(0)
-            open_rows.append([])
-            free.append(pack_len)
-            slot = len(open_rows) - 1
-        open_rows[slot].append(index)
-        free[slot] -= size
-        if len(open_rows[slot]) == max_texts_per_row:
-            closed.append(tuple(open_rows.pop(slot)))
-            free.pop(slot)
-    closed.extend(tuple(row) for row in open_rows)
-    return closed
+    longest_first = indices[np.argsort(-lengths[indices], kind="stable")]
+    rows: list[list[int]] = []
+    rows_with_room: list[list[int]] = [[] for _ in range(pack_len + 1)]  # free tokens -> rows
+    for index, size in zip(longest_first.tolist(), lengths[longest_first].tolist(), strict=True):
+        room = next((r for r in range(size, pack_len + 1) if rows_with_room[r]), None)
+        if room is None:
+            rows.append([])
+            row, room = len(rows) - 1, pack_len
+        else:
+            row = rows_with_room[room].pop()
+        rows[row].append(index)
+        if len(rows[row]) < max_texts_per_row and room > size:
+            rows_with_room[room - size].append(row)
+    return [tuple(row) for row in rows]
 
 
 def _packed_plan(
@@ -153,6 +145,8 @@ def _packed_plan(
     order = np.arange(len(lengths)) if rng is None else rng.permutation(len(lengths))
     fits = lengths[order] <= pack_len
     rows = _pack_rows(order[fits], lengths, pack_len, options.max_texts_per_row)
+    if rng is not None:
+        rows = [rows[i] for i in rng.permutation(len(rows))]
     plan = [
         _PlannedBatch(pack_len, tuple(rows[start : start + batch_size]))
         for start in range(0, len(rows), batch_size)
@@ -224,10 +218,11 @@ class EpochPlan:
     ) -> EpochPlan:
         """A training epoch: every example once, in an order that depends only on (seed, epoch).
 
-        Texts are shuffled within their bucket (or, packed, in one stream), batched, and the
-        batch order is shuffled. Batches never mix lengths. With ``options.pack`` texts of at
-        most ``pack_len`` tokens share rows of ``pack_len`` tokens (``batch_size`` rows per
-        batch); longer texts get one row each in the buckets.
+        Texts are shuffled within their bucket, batched, and the batch order is shuffled.
+        Batches never mix lengths. With ``options.pack`` texts of at most ``pack_len`` tokens
+        share rows of ``pack_len`` tokens (best fit, longest first, from the shuffled texts;
+        then the rows are shuffled; ``batch_size`` rows per batch); longer texts get one row
+        each in the buckets.
         """
         rng = np.random.default_rng([seed, epoch])
         plan = cls._make(token_ids, labels, options, batch_size, rng)
