@@ -555,30 +555,34 @@ def cpu_section(cpu: str, files: dict[str, dict], note: str | None) -> list[str]
     if note:
         sections.append(note)
     cpu_tp = [
-        files[n]
+        n
         for n in sorted(files)
         if n.startswith("throughput_") and files[n]["meta"]["device"] == "cpu"
     ]
     if cpu_tp:
         sections.append("### Train step and inference (CPU)")
-        sections += [throughput_md(r).replace("### ", "#### ", 1) for r in cpu_tp]
-    epochs = [files[n] for n in sorted(files) if n.startswith("epoch_")]
+        sections += [_subsection(throughput_md(files[n]), n) for n in cpu_tp]
+    epochs = [n for n in sorted(files) if n.startswith("epoch_")]
     if epochs:
         sections.append(
-            "### Epoch (CPU)\n\n"
-            + "\n\n".join(epoch_md(r).replace("### ", "#### ", 1) for r in epochs)
+            "### Epoch (CPU)\n\n" + "\n\n".join(_subsection(epoch_md(files[n]), n) for n in epochs)
         )
     if "loss.json" in files:
         sections.append(
-            "### Loss (CPU)\n\n" + loss_md(files["loss.json"]).replace("### ", "#### ", 1)
+            "### Loss (CPU)\n\n" + _subsection(loss_md(files["loss.json"]), "loss.json")
         )
     for n in sorted(files):
         if n.startswith("profile_"):
             sections.append(
-                "### Where the time goes (CPU)\n\n"
-                + profile_md(files[n]).replace("### ", "#### ", 1)
+                "### Where the time goes (CPU)\n\n" + _subsection(profile_md(files[n]), n)
             )
     return sections
+
+
+def _subsection(md: str, name: str) -> str:
+    """One result file's section a level down, its heading naming the file."""
+    heading, _, body = md.partition("\n")
+    return f"#{heading} (`{name}`)\n{body}"
 
 
 def main(argv=None) -> None:
