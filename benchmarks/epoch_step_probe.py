@@ -15,7 +15,8 @@ the state donated, interleaved: `cmhl_jax.step.guarded_update` (global grad norm
 weight-decay mask and schedule, the NaN guard as a `lax.cond`), the same with the guard as a
 `where` between the new and old trees (the project's guard until 2026-12-01, kept here as the
 reference), and AdamW alone. `--guard-ab` also times the whole train step with each guard,
-interleaved step by step. XLA flags apply per process: run once per flag set and compare.
+interleaved step by step. XLA flags apply per process: run once per flag set and compare. The
+persistent compilation cache is off here, so every run compiles.
 `--layers N` takes a randomly initialised encoder of MiniLM's shapes with N layers instead of
 MiniLM itself, to see how compile time grows with depth (what a scan over layers would save).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import time
 from unittest import mock
@@ -88,6 +90,8 @@ def main(argv=None) -> None:
     p.add_argument("--layers", type=int, default=0, help="random MiniLM-shaped encoder, N layers")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
+    # compile times are what this measures: never load executables from the persistent cache
+    os.environ["CMHL_COMPILATION_CACHE"] = "off"
     ensure_fast_runtime()
     import jax
     import jax.numpy as jnp
