@@ -410,20 +410,14 @@ def check_packed(batches, token_ids, lengths, pack_len, max_texts):
         np.testing.assert_array_equal(ids, token_ids[index])
 
 
+PACKED_64 = dict(buckets=BUCKETS, pad_id=0, pack=True, pack_len=64)
+
+
 def test_packing_rows_are_contiguous_and_complete():
     lengths = np.random.default_rng(4).integers(3, 80, 500)
     token_ids = synthetic_ids(lengths)
     batches = train_batches(
-        token_ids,
-        np.zeros(500),
-        batch_size=16,
-        buckets=BUCKETS,
-        seed=0,
-        epoch=2,
-        pad_id=0,
-        pack=True,
-        pack_len=64,
-        max_texts_per_row=4,
+        token_ids, np.zeros(500), batch_size=16, seed=0, epoch=2, max_texts_per_row=4, **PACKED_64
     )
     check_packed(batches, token_ids, lengths, 64, 4)
     assert {b["input_ids"].shape[1] for b in batches} == {64, 128}
@@ -445,15 +439,7 @@ def test_packed_rows_change_with_the_epoch():
 
     def rows(epoch):
         batches = train_batches(
-            token_ids,
-            np.zeros(400),
-            batch_size=8,
-            buckets=BUCKETS,
-            seed=0,
-            epoch=epoch,
-            pad_id=0,
-            pack=True,
-            pack_len=64,
+            token_ids, np.zeros(400), batch_size=8, seed=0, epoch=epoch, **PACKED_64
         )
         return [
             frozenset(b["example_index"][r][b["text_mask"][r] > 0].tolist())
