@@ -4,7 +4,14 @@
     XLA_FLAGS=--xla_cpu_experimental_onednn_fusion_type=dot python benchmarks/matmul_probe.py
 
 Shapes: the 2048³ roof and the MiniLM train step's matmuls at B=32, L=64 (2048 tokens, H=384,
-I=1536) and in the epoch's packed step (11 rows of 64: 704 tokens). bf16 inputs accumulate in
+I=1536) and in the epoch's packed step (11 rows of 64: 704 tokens): each weight matmul's forward
+shape and its weight gradient's (dW = x^T dy; the input gradient dx = dy W^T has the forward
+shape of the layer's mirror image). `matmul_floor_ms` adds them up for one train step of MiniLM
+at each token count, per framework and dtype: 6 layers of 4 projections and the feed-forward
+pair, each forward + dx + dW, but in the last layer only the key and value projections (the
+heads read the first token only), and no attention score matmuls, LayerNorm, softmax, GELU,
+dropout, embedding, loss or optimizer: a lower bound on the step time with these kernels.
+bf16 inputs accumulate in
 fp32 (`preferred_element_type=float32`), as a mixed-precision step would. All variants are timed
 interleaved in one process (one call each per round, each after a pause of --settle-ms so that
 the last call's spinning worker threads do not share the cores; 0 shows what they cost), so
@@ -22,15 +29,39 @@ import time
 import common
 import numpy as np
 
-SHAPES = {  # name: (M, K, N)
-    "roof 2048^3": (2048, 2048, 2048),
-    "ffn in [2048,384]x[384,1536]": (2048, 384, 1536),
-    "ffn out [2048,1536]x[1536,384]": (2048, 1536, 384),
-    "proj [2048,384]x[384,384]": (2048, 384, 384),
-    "ffn in [704,384]x[384,1536]": (704, 384, 1536),
-    "ffn out [704,1536]x[1536,384]": (704, 1536, 384),
-    "proj [704,384]x[384,384]": (704, 384, 384),
-}
+HIDDEN, FFN, LAYERS = 384, 1536, 6  # MiniLM-L6
+
+
+def _step_shapes(tokens: int) -> dict[str, tuple[int, int, int]]:
+    """The weight matmuls of a MiniLM train step over `tokens` tokens: name -> (M, K, N)."""
+    t, h, i = tokens, HIDDEN, FFN
+    return {
+        f"ffn in [{t},{h}]x[{h},{i}]": (t, h, i),
+        f"ffn out [{t},{i}]x[{i},{h}]": (t, i, h),
+        f"proj [{t},{h}]x[{h},{h}]": (t, h, h),
+        f"dW ffn in [{h},{t}]x[{t},{i}]": (h, t, i),
+        f"dW ffn out [{i},{t}]x[{t},{h}]": (i, t, h),
+        f"dW proj [{h},{t}]x[{t},{h}]": (h, t, h),
+    }
+
+
+STEP_TOKENS = (2048, 704)  # B=32 x L=64 (throughput.py); 11 x 64 (epoch.py's packed step)
+SHAPES = {"roof 2048^3": (2048, 2048, 2048)}  # name: (M, K, N)
+for _tokens in STEP_TOKENS:
+    SHAPES.update(_step_shapes(_tokens))
+
+
+def matmul_floor_ms(ms: dict[str, float], tokens: int) -> float:
+    """Milliseconds of a MiniLM train step's weight matmuls, from each shape's median (module
+    docstring): per full layer 4 projections and the feed-forward pair, forward + dx + dW."""
+    t, h, i = tokens, HIDDEN, FFN
+    proj, ffn_in, ffn_out = (ms[f"{n} [{t},{a}]x[{a},{b}]"] for n, a, b in (
+        ("proj", h, h), ("ffn in", h, i), ("ffn out", i, h)))  # fmt: skip
+    d_proj, d_ffn_in, d_ffn_out = (ms[f"dW {n} [{a},{t}]x[{t},{b}]"] for n, a, b in (
+        ("proj", h, h), ("ffn in", h, i), ("ffn out", i, h)))  # fmt: skip
+    full_layer = 2 * (4 * proj + ffn_in + ffn_out) + 4 * d_proj + d_ffn_in + d_ffn_out
+    last_layer = 2 * (2 * proj) + 2 * d_proj  # key and value projections only
+    return (LAYERS - 1) * full_layer + last_layer
 
 
 def main(argv=None) -> None:
@@ -87,6 +118,14 @@ def main(argv=None) -> None:
         for (fw, dt, s) in by
         if dt == "float32"
     }
+    floors = {
+        f"{fw} {dt} {tokens} tokens": matmul_floor_ms(
+            {r["shape"]: r["median_ms"] for r in rows if (r["framework"], r["dtype"]) == (fw, dt)},
+            tokens,
+        )
+        for fw, dt in sorted({(r["framework"], r["dtype"]) for r in rows})
+        for tokens in STEP_TOKENS
+    }
     result = {
         "meta": {
             **common.machine_info(),
@@ -98,11 +137,14 @@ def main(argv=None) -> None:
         },
         "rows": rows,
         "speedup_bf16_over_fp32": ratios,
+        "matmul_floor_ms": floors,
     }
     for r in rows:
         print(f"{r['framework']:6s} {r['dtype']:9s} {r['shape']:32s} {r['gflops']:8.1f} GFLOP/s")
     for k, v in ratios.items():
         print(f"{k:50s} {v:.2f}x")
+    for k, v in floors.items():
+        print(f"train step matmul floor, {k:32s} {v:8.1f} ms")
     common.emit_json(result, args.json) if args.json else None
 
 

@@ -72,6 +72,20 @@ def test_op_categories():
     assert op_category("multiply_erf_fusion", "jvp()/erf").startswith("elementwise")
 
 
+def test_matmul_floor_counts_each_weight_matmul_of_the_step():
+    sys.path.insert(0, str(BENCH))
+    import matmul_probe
+
+    h, i = matmul_probe.HIDDEN, matmul_probe.FFN
+    for tokens in matmul_probe.STEP_TOKENS:
+        # with each shape "taking" its FLOPs, the floor is the step's weight-matmul FLOPs:
+        # forward + dx + dW = 3x the forward, 5 full layers and the last one's key and value
+        flops = {name: 2.0 * m * k * n for name, (m, k, n) in matmul_probe.SHAPES.items()}
+        forward_layer = 2 * tokens * (4 * h * h + 2 * h * i)
+        expected = 3 * (5 * forward_layer + 2 * tokens * 2 * h * h)
+        assert matmul_probe.matmul_floor_ms(flops, tokens) == pytest.approx(expected)
+
+
 def _epoch_result(name, precision, texts, frameworks):
     """A minimal epoch.py result: {framework: (jax / it, macro-F1 jax - it, extra fields)}."""
     ratios, out = {}, {}
