@@ -8,8 +8,8 @@
   along its rows with a NamedSharding, and XLA inserts the reduction.
 
 Both give the same update as one device with the same global batch: the loss of a device is
-its sum over texts divided by the mean text count per device, so that the mean over devices
-of the gradients is the gradient of the global mean.
+its sum over texts divided by the global text count (at least one) over the number of devices,
+so that the mean over devices of the gradients is the gradient of the global mean.
 """
 
 from __future__ import annotations
@@ -133,7 +133,11 @@ def train_step(
     count = weights.sum()
     if axis_name is not None:
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-        normalizer = jnp.maximum(jax.lax.pmean(count, axis_name), 1.0)
+        # each device divides by global count / devices, so that the pmean of the gradients
+        # below divides by the global count; clamped to one text before the split, as without
+        # devices (clamping the per-device share would shrink a batch of fewer texts than devices)
+        devices = jax.lax.psum(1, axis_name)
+        normalizer = jnp.maximum(jax.lax.psum(count, axis_name), 1.0) / devices
     else:
         normalizer = jnp.maximum(count, 1.0)
 

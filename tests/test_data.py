@@ -423,14 +423,23 @@ def test_packing_rows_are_contiguous_and_complete():
     assert {b["input_ids"].shape[1] for b in batches} == {64, 128}
 
 
-def test_packing_is_best_fit_decreasing():
-    # First fit in the order 30, 30, 34, 34 needs three rows (30+30, 34, 34); best fit, longest
-    # first, fills two rows exactly, whatever order the epoch's shuffle gives.
+def test_packing_takes_best_or_first_fit_whichever_needs_fewer_rows():
+    from cmhl_jax.data import batching
+
+    # Tokens bind: first fit in the order 30, 30, 34, 34 needs three rows (30+30, 34, 34); best
+    # fit, longest first, fills two exactly, whatever order the epoch's shuffle gives.
     options = data.BatchOptions(BUCKETS, pack_len=64, max_texts_per_row=8)
     stats = data.packing_stats(synthetic_ids([30, 30, 34, 34]), options=options)
     assert (stats.rows, stats.fill_ratio, stats.texts_per_row) == (2, 1.0, 2.0)
     # Nine 4-token texts fit one row by room; the cap of 8 texts a row opens a second.
     assert data.packing_stats(synthetic_ids(np.full(9, 4)), options=options).rows == 2
+    # The cap binds: best fit closes a row on three 9-token texts (27 of 32), then needs five
+    # rows; first fit shares 9s and 7s, four texts in each of four rows.
+    lengths = np.array([9] * 4 + [7] * 12)
+    order = np.random.default_rng(0).permutation(len(lengths))
+    assert len(batching._best_fit_rows(order, lengths, 32, 4)) == 5
+    options = data.BatchOptions(BUCKETS, pack_len=32, max_texts_per_row=4)
+    assert data.packing_stats(synthetic_ids(lengths), options=options).rows == 4
 
 
 def test_packed_rows_change_with_the_epoch():

@@ -208,6 +208,65 @@ def test_packed_devices_hold_unequal_text_counts(parallel_reports):
     assert all(set(batch) == {1.0} for batch in parallel_reports["unpacked"]["texts_per_device"])
 
 
+def test_a_batch_of_fewer_texts_than_devices_gets_the_single_device_update(
+    tiny_encoder_dir, tiny_emotion_data
+):
+    """4 devices (vmap with an axis name: the same collectives as pmap), one text among their 4
+    rows: each device's loss must divide by 1/4, not by max(1/4, 1) (which scaled the update
+    of such a batch, the last of an epoch, down to a quarter)."""
+    import functools
+
+    import jax
+    import numpy as np
+
+    from cmhl_jax import data as data_lib
+    from cmhl_jax.encoder.hub import load_tokenizer
+    from cmhl_jax.model import build_model
+    from cmhl_jax.step import init_train_state, make_optimizer, train_step
+    from cmhl_jax.tasks import make_task
+
+    config = tiny_config(tiny_encoder_dir, tiny_emotion_data, pack=False)
+    task = make_task(config)
+    model_def, params, _ = build_model(config.model, task, seed=0)
+    tx, schedule = make_optimizer(config.optim, total_updates=10)
+    state = init_train_state(params, tx, 0)
+    examples = data_lib.load_split(data_lib.split_spec(config.data, "train"), task.label_names)
+    tokenizer = load_tokenizer(tiny_encoder_dir)
+    token_ids = data_lib.tokenize_split(examples, tokenizer, config.data, cache_dir=None)
+    options = data_lib.BatchOptions.from_config(config.data)
+    pad_id = int(tokenizer.pad_token_id)
+    batches = data_lib.eval_batches(
+        token_ids, examples.labels, options=options, batch_size=4, pad_id=pad_id
+    )
+    full, batch = (next(batches) for _ in range(2))
+    for b in (full, batch):
+        b.pop("example_index")
+    batch["text_mask"] = np.array([[0.0], [1.0], [0.0], [0.0]], np.float32)
+    step = jax.jit(
+        functools.partial(train_step, model_def=model_def, tx=tx, schedule=schedule, accum_steps=1)
+    )
+    state, _ = step(state, full)  # Adam moments from a full batch: now the gradient's scale counts
+    one, one_metrics = step(state, batch)
+    per_device = jax.tree_util.tree_map(lambda x: x.reshape(4, 1, *x.shape[1:]), batch)
+    devices = jax.vmap(
+        functools.partial(
+            train_step, model_def=model_def, tx=tx, schedule=schedule, accum_steps=1,
+            axis_name="devices",
+        ),
+        in_axes=(None, 0),
+        axis_name="devices",
+    )  # fmt: skip
+    four, four_metrics = jax.jit(devices)(state, per_device)
+    assert float(four_metrics["texts"][0]) == 1.0
+    assert float(four_metrics["loss"][0]) == pytest.approx(float(one_metrics["loss"]), rel=1e-5)
+    moved = jax.tree_util.tree_map(lambda new, old: new - old, one.params, state.params)
+    for got, want in zip(
+        jax.tree_util.tree_leaves(four.params), jax.tree_util.tree_leaves(one.params), strict=True
+    ):
+        np.testing.assert_allclose(got[0], want, atol=1e-6)
+    assert max(float(np.abs(m).max()) for m in jax.tree_util.tree_leaves(moved)) > 1e-4
+
+
 @pytest.mark.parametrize("packing", ["unpacked", "packed"])
 def test_checkpoint_from_pmap_resumes_in_mesh_mode(parallel_reports, packing):
     """The pmap run's checkpoint after NUM_STEPS steps, resumed by `train_and_evaluate` in mesh

@@ -111,11 +111,26 @@ def _bucketed_plan(
 def _pack_rows(
     indices: np.ndarray, lengths: np.ndarray, pack_len: int, max_texts_per_row: int
 ) -> list[tuple[int, ...]]:
+    """Texts into rows of at most ``pack_len`` tokens and ``max_texts_per_row`` texts: best fit
+    or first fit, whichever needs fewer rows (best fit on a tie). Callers shuffle the rows.
+
+    Best fit wins when the tokens bind (the emotion split: 5,578 rows against 5,729), first fit
+    when the text cap does (short texts: best fit closes rows on three long texts that first fit
+    would have shared with a short one).
+    """
+    best = _best_fit_rows(indices, lengths, pack_len, max_texts_per_row)
+    first = _first_fit_rows(indices, lengths, pack_len, max_texts_per_row)
+    return first if len(first) < len(best) else best
+
+
+def _best_fit_rows(
+    indices: np.ndarray, lengths: np.ndarray, pack_len: int, max_texts_per_row: int
+) -> list[tuple[int, ...]]:
     """Best-fit decreasing: the texts, longest first, each into the open row it fills best.
 
     A row closes when it is full or holds ``max_texts_per_row`` texts. Texts of equal length
     keep their order in ``indices``, so shuffling ``indices`` shuffles which of them share a
-    row. Rows come out longest first text first: callers shuffle them.
+    row.
     """
     longest_first = indices[np.argsort(-lengths[indices], kind="stable")]
     rows: list[list[int]] = []
@@ -131,6 +146,36 @@ def _pack_rows(
         if len(rows[row]) < max_texts_per_row and room > size:
             rows_with_room[room - size].append(row)
     return [tuple(row) for row in rows]
+
+
+_FIRST_FIT_WINDOW = 32  # open rows first fit considers before the oldest is closed
+
+
+def _first_fit_rows(
+    indices: np.ndarray, lengths: np.ndarray, pack_len: int, max_texts_per_row: int
+) -> list[tuple[int, ...]]:
+    """First fit of the texts in their order in ``indices``, at most ``_FIRST_FIT_WINDOW``
+    rows open; when another is needed the oldest open row is closed."""
+    closed: list[tuple[int, ...]] = []
+    open_rows: list[list[int]] = []
+    free: list[int] = []
+    for index in indices.tolist():
+        size = int(lengths[index])
+        slot = next((k for k, room in enumerate(free) if room >= size), None)
+        if slot is None:
+            if len(open_rows) == _FIRST_FIT_WINDOW:
+                closed.append(tuple(open_rows.pop(0)))
+                free.pop(0)
+            open_rows.append([])
+            free.append(pack_len)
+            slot = len(open_rows) - 1
+        open_rows[slot].append(index)
+        free[slot] -= size
+        if len(open_rows[slot]) == max_texts_per_row:
+            closed.append(tuple(open_rows.pop(slot)))
+            free.pop(slot)
+    closed.extend(tuple(row) for row in open_rows)
+    return closed
 
 
 def _packed_plan(
@@ -220,9 +265,9 @@ class EpochPlan:
 
         Texts are shuffled within their bucket, batched, and the batch order is shuffled.
         Batches never mix lengths. With ``options.pack`` texts of at most ``pack_len`` tokens
-        share rows of ``pack_len`` tokens (best fit, longest first, from the shuffled texts;
-        then the rows are shuffled; ``batch_size`` rows per batch); longer texts get one row
-        each in the buckets.
+        share rows of ``pack_len`` tokens (`_pack_rows`: best or first fit of the shuffled texts,
+        whichever needs fewer rows; then the rows are shuffled; ``batch_size`` rows per batch);
+        longer texts get one row each in the buckets.
         """
         rng = np.random.default_rng([seed, epoch])
         plan = cls._make(token_ids, labels, options, batch_size, rng)
