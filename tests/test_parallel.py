@@ -212,8 +212,8 @@ def test_a_batch_of_fewer_texts_than_devices_gets_the_single_device_update(
     tiny_encoder_dir, tiny_emotion_data
 ):
     """4 devices (vmap with an axis name: the same collectives as pmap), one text among their 4
-    rows: each device's loss must divide by 1/4, not by max(1/4, 1) (which scaled the update
-    of such a batch, the last of an epoch, down to a quarter)."""
+    rows: each device's loss must divide by 1/4, not by max(1/4, 1), which scaled the loss and
+    gradient of such a batch (an epoch's last, partial one) down to a quarter."""
     import functools
 
     import jax
