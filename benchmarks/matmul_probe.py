@@ -33,7 +33,8 @@ HIDDEN, FFN, LAYERS = 384, 1536, 6  # MiniLM-L6
 
 
 def _step_shapes(tokens: int) -> dict[str, tuple[int, int, int]]:
-    """The weight matmuls of a MiniLM train step over `tokens` tokens: name -> (M, K, N)."""
+    """The weight matmuls of a MiniLM train step over `tokens` tokens: name -> (M, K, N), in
+    the order `matmul_floor_ms` reads them."""
     t, h, i = tokens, HIDDEN, FFN
     return {
         f"ffn in [{t},{h}]x[{h},{i}]": (t, h, i),
@@ -54,11 +55,7 @@ for _tokens in STEP_TOKENS:
 def matmul_floor_ms(ms: dict[str, float], tokens: int) -> float:
     """Milliseconds of a MiniLM train step's weight matmuls, from each shape's median (module
     docstring): per full layer 4 projections and the feed-forward pair, forward + dx + dW."""
-    t, h, i = tokens, HIDDEN, FFN
-    proj, ffn_in, ffn_out = (ms[f"{n} [{t},{a}]x[{a},{b}]"] for n, a, b in (
-        ("proj", h, h), ("ffn in", h, i), ("ffn out", i, h)))  # fmt: skip
-    d_proj, d_ffn_in, d_ffn_out = (ms[f"dW {n} [{a},{t}]x[{t},{b}]"] for n, a, b in (
-        ("proj", h, h), ("ffn in", h, i), ("ffn out", i, h)))  # fmt: skip
+    ffn_in, ffn_out, proj, d_ffn_in, d_ffn_out, d_proj = (ms[n] for n in _step_shapes(tokens))
     full_layer = 2 * (4 * proj + ffn_in + ffn_out) + 4 * d_proj + d_ffn_in + d_ffn_out
     last_layer = 2 * (2 * proj) + 2 * d_proj  # key and value projections only
     return (LAYERS - 1) * full_layer + last_layer

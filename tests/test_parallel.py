@@ -42,6 +42,18 @@ def tiny_config(encoder_dir, data_dir, pack: bool):
     return config
 
 
+def _train_split(config, encoder_dir):
+    """(examples, tokenizer, token ids) of the config's train split."""
+    from cmhl_jax import data as data_lib
+    from cmhl_jax.encoder.hub import load_tokenizer
+    from cmhl_jax.tasks import make_task
+
+    labels = list(make_task(config).label_names)
+    examples = data_lib.load_split(data_lib.split_spec(config.data, "train"), labels)
+    tokenizer = load_tokenizer(encoder_dir)
+    return examples, tokenizer, data_lib.tokenize_split(examples, tokenizer, config.data, None)
+
+
 def _max_diff(a, b) -> float:
     """Max |a - b| over the leaves of two trees of the same layout (a checkpoint's raw tree has
     string keys where the live params have ints; both sort the same)."""
@@ -91,8 +103,6 @@ def worker(encoder_dir: str, data_dir: str, packing: str, out: str) -> None:
     import numpy as np
 
     from cmhl_jax import data as data_lib
-    from cmhl_jax.encoder.hub import load_tokenizer
-    from cmhl_jax.tasks import make_task
 
     assert jax.device_count() == NUM_DEVICES, jax.devices()
     out_dir = Path(out).with_suffix("")
@@ -114,10 +124,7 @@ def worker(encoder_dir: str, data_dir: str, packing: str, out: str) -> None:
     resumed = _train(config, resumed_dir)
 
     # The batches' text counts per device (8 devices, one row each).
-    labels = list(make_task(config).label_names)
-    examples = data_lib.load_split(data_lib.split_spec(config.data, "train"), labels)
-    tokenizer = load_tokenizer(encoder_dir)
-    token_ids = data_lib.tokenize_split(examples, tokenizer, config.data, cache_dir=None)
+    examples, tokenizer, token_ids = _train_split(config, encoder_dir)
     plan = data_lib.EpochPlan.build(
         token_ids,
         examples.labels,
@@ -220,19 +227,15 @@ def test_a_batch_of_fewer_texts_than_devices_gets_the_single_device_update(
     import numpy as np
 
     from cmhl_jax import data as data_lib
-    from cmhl_jax.encoder.hub import load_tokenizer
     from cmhl_jax.model import build_model
     from cmhl_jax.step import init_train_state, make_optimizer, train_step
     from cmhl_jax.tasks import make_task
 
     config = tiny_config(tiny_encoder_dir, tiny_emotion_data, pack=False)
-    task = make_task(config)
-    model_def, params, _ = build_model(config.model, task, seed=0)
+    model_def, params, _ = build_model(config.model, make_task(config), seed=0)
     tx, schedule = make_optimizer(config.optim, total_updates=10)
     state = init_train_state(params, tx, 0)
-    examples = data_lib.load_split(data_lib.split_spec(config.data, "train"), task.label_names)
-    tokenizer = load_tokenizer(tiny_encoder_dir)
-    token_ids = data_lib.tokenize_split(examples, tokenizer, config.data, cache_dir=None)
+    examples, tokenizer, token_ids = _train_split(config, tiny_encoder_dir)
     options = data_lib.BatchOptions.from_config(config.data)
     pad_id = int(tokenizer.pad_token_id)
     batches = data_lib.eval_batches(
@@ -242,20 +245,16 @@ def test_a_batch_of_fewer_texts_than_devices_gets_the_single_device_update(
     for b in (full, batch):
         b.pop("example_index")
     batch["text_mask"] = np.array([[0.0], [1.0], [0.0], [0.0]], np.float32)
-    step = jax.jit(
-        functools.partial(train_step, model_def=model_def, tx=tx, schedule=schedule, accum_steps=1)
+    step_fn = functools.partial(
+        train_step, model_def=model_def, tx=tx, schedule=schedule, accum_steps=1
     )
+    step = jax.jit(step_fn)
     state, _ = step(state, full)  # Adam moments from a full batch: now the gradient's scale counts
     one, one_metrics = step(state, batch)
     per_device = jax.tree_util.tree_map(lambda x: x.reshape(4, 1, *x.shape[1:]), batch)
     devices = jax.vmap(
-        functools.partial(
-            train_step, model_def=model_def, tx=tx, schedule=schedule, accum_steps=1,
-            axis_name="devices",
-        ),
-        in_axes=(None, 0),
-        axis_name="devices",
-    )  # fmt: skip
+        functools.partial(step_fn, axis_name="devices"), in_axes=(None, 0), axis_name="devices"
+    )
     four, four_metrics = jax.jit(devices)(state, per_device)
     assert float(four_metrics["texts"][0]) == 1.0
     assert float(four_metrics["loss"][0]) == pytest.approx(float(one_metrics["loss"]), rel=1e-5)
