@@ -195,7 +195,12 @@ def test_epoch_grouped_order_and_stepper():
 @pytest.mark.slow
 def test_epoch_frameworks_json(tmp_path):
     import accelerate  # noqa: F401  (the test extra: transformers.Trainer needs it)
+    from conftest import make_emotion_data
 
+    # Its own data (not epoch.py's default, ../shared/data/emotion, which a clone lacks):
+    # 40 training texts, fewer than --limit, so that the count shows which files were read.
+    data = make_emotion_data(tmp_path / "data", n_train=40, n_val=16)
+    env = dict(os.environ, CMHL_DATA_DIR=str(data))
     out = tmp_path / "e.json"
     names = ["jax", "torch", "torch_grouped", "hf_trainer"]
     cmd = [
@@ -203,14 +208,14 @@ def test_epoch_frameworks_json(tmp_path):
         "--batch", "16", "--roof-n", "256", "--frameworks", ",".join(names), "--json", str(out),
         "--precision", "bf16",  # the fp32 path differs only in this flag
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
     for n in names:
         for key in ("epoch_s", "samples_per_s", "computed_tokens", "flop_limit_share"):
             assert r[n][key] > 0, (n, key)
         assert 0 <= r[n]["val_macro_f1"] <= 1
-        assert r[n]["texts"] == 48
+        assert r[n]["texts"] == 40  # the test's train.txt, not the first 48 of another
     assert r["meta"]["flop_limit_s"] > 0 and r["meta"]["cpu_vendor"]
     assert r["meta"]["precision"] == "bf16"
     assert r["meta"]["settle_ms"] == 20  # the default pause before each update

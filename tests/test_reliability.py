@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import weakref
 from collections import namedtuple
 from pathlib import Path
@@ -60,11 +61,25 @@ def data_dir(tmp_path_factory) -> Path:
 # Subprocess runs: uninterrupted, SIGKILL + resume, SIGTERM + resume
 
 
+def kill_seed() -> int:
+    """RELIABILITY_KILL_SEED if set, else a fresh seed from the clock (printed with the step, so
+    that a failing draw can be repeated)."""
+    seed = os.environ.get("RELIABILITY_KILL_SEED", "").strip()
+    return int(seed) if seed else time.time_ns() % 2**32
+
+
+def kill_step(seed: int) -> int:
+    """The step SIGKILL hits: drawn from `seed` alone, never the first or the last two."""
+    return random.Random(seed).randint(2, rh.STEPS - 2)
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_encoder_dir, data_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     a, b, c = base / "a", base / "b", base / "c"
-    kill_at = random.Random(os.environ.get("RELIABILITY_KILL_SEED")).randint(2, rh.STEPS - 2)
+    seed = kill_seed()
+    kill_at = kill_step(seed)
+    print(f"SIGKILL at step {kill_at}: repeat with RELIABILITY_KILL_SEED={seed}")
 
     def cmd(workdir, *extra):
         return rh.train_cmd(workdir, tiny_encoder_dir, data_dir, *extra)
@@ -100,6 +115,7 @@ def runs(tiny_encoder_dir, data_dir, tmp_path_factory):
         c=c,
         killed=killed,
         kill_at=kill_at,
+        kill_seed=seed,
         first_b=first_b,
         first_c=first_c,
         second_b=second_b,
@@ -163,18 +179,20 @@ def test_sigterm_at_an_epoch_end_still_evaluates_and_saves_that_epoch(
 @pytest.mark.slow
 def test_sigkill_at_a_random_step_resumes_bitwise_identical(runs):
     kill_at = runs["kill_at"]
+    # In every message: the draw to repeat (RELIABILITY_KILL_SEED=... pytest -k sigkill).
+    draw = f"killed at step {kill_at}, RELIABILITY_KILL_SEED={runs['kill_seed']}"
     code, stderr = runs["first_b"]
-    assert code == -signal.SIGKILL, f"kill at step {kill_at}: exit {code}\n{stderr[-3000:]}"
+    assert code == -signal.SIGKILL, f"{draw}: exit {code}\n{stderr[-3000:]}"
     killed_steps = rh.checkpoint_steps(runs["killed"])
-    assert killed_steps and max(killed_steps) < rh.STEPS
+    assert killed_steps and max(killed_steps) < rh.STEPS, f"{draw}: {killed_steps}"
     result = runs["second_b"]
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, f"{draw}\n{result.stderr[-3000:]}"
     resumed = re.search(r"resumed from step (\d+) \(epoch (\d+), batch (\d+)\)", result.stderr)
-    assert resumed, result.stderr[-3000:]
+    assert resumed, f"{draw}\n{result.stderr[-3000:]}"
     step, epoch, batch = map(int, resumed.groups())
-    assert step == max(killed_steps)
+    assert step == max(killed_steps), draw
     # every_steps=1: the position is the step's, mid-epoch or at an epoch's end.
-    assert epoch * rh.STEPS_PER_EPOCH + batch == step
+    assert epoch * rh.STEPS_PER_EPOCH + batch == step, draw
     # The steering check's script: parameters, Adam moments, MultiSteps state, step, rng.
     check = subprocess.run(
         [
@@ -191,11 +209,23 @@ def test_sigkill_at_a_random_step_resumes_bitwise_identical(runs):
         text=True,
         timeout=120,
     )
-    assert check.returncode == 0, f"killed at step {kill_at}:\n{check.stdout}\n{check.stderr}"
-    assert check.stdout.strip().splitlines()[-1].startswith(f"IDENTICAL: step {rh.STEPS}")
+    assert check.returncode == 0, f"{draw}:\n{check.stdout}\n{check.stderr}"
+    last_line = check.stdout.strip().splitlines()[-1]
+    assert last_line.startswith(f"IDENTICAL: step {rh.STEPS}"), f"{draw}: {last_line}"
     # ...and the script does notice a difference: the killed workdir is behind.
     verdict = load_resume_check().compare(runs["a"], runs["killed"])
-    assert not verdict["identical"] and verdict["differing"]
+    assert not verdict["identical"] and verdict["differing"], draw
+
+
+def test_the_kill_step_is_drawn_from_a_seed_that_can_be_given(monkeypatch):
+    """The SIGKILL step is a function of RELIABILITY_KILL_SEED (or of a printed clock seed):
+    a failing draw repeats; over many seeds every allowed step comes up, and no other."""
+    assert [kill_step(seed) for seed in range(50)] == [kill_step(seed) for seed in range(50)]
+    assert {kill_step(seed) for seed in range(500)} == set(range(2, rh.STEPS - 1))
+    monkeypatch.setenv("RELIABILITY_KILL_SEED", "12345")
+    assert kill_seed() == 12345
+    monkeypatch.delenv("RELIABILITY_KILL_SEED")
+    assert 0 <= kill_seed() < 2**32
 
 
 @pytest.mark.slow
