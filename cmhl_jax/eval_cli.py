@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(_OUTPUT.value)
     output.parent.mkdir(parents=True, exist_ok=True)
     predictions = output.with_suffix(".predictions.jsonl")
-    write_predictions(predictions, trained, examples, probs)
     report.update(
         workdir=str(_WORKDIR.value),
         checkpoint=_CHECKPOINT.value,
@@ -58,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         data=_DATA.value,
         predictions_file=str(predictions),
     )
+    # The metrics first: they are kept if writing the predictions or the plots fails.
+    output.write_text(json.dumps(report, indent=2))
+    write_predictions(predictions, trained, examples, probs)
     if _PLOTS.value:
         from cmhl_jax.plots import write_eval_plots
 
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             variant=trained.config.loss.variant,
         )
         report["plots"] = [str(p) for p in plots]
-    output.write_text(json.dumps(report, indent=2))
+        output.write_text(json.dumps(report, indent=2))
     print(json.dumps({k: report[k] for k in trained.task.summary_metrics[:3] if k in report}))
     return 0
 

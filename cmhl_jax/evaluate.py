@@ -30,6 +30,8 @@ class TrainedModel:
     tokenizer: object
     step: int
     workdir: Path
+    # The restored checkpoint's validation report (values fixed on val, e.g. tuned thresholds).
+    val_report: dict | None = None
 
     @property
     def task(self) -> Task:
@@ -58,8 +60,16 @@ def load_trained(workdir: str | Path, checkpoint: str | int = "best") -> Trained
     checkpoints = Checkpoints(
         workdir, keep_best=config.checkpoint.keep_best, metric=config.checkpoint.metric
     )
-    state, _ = checkpoints.restore(checkpoint, target, fingerprint=model_def.fingerprint())
-    return TrainedModel(config, model_def, state.params, tokenizer, int(state.step), workdir)
+    state, meta = checkpoints.restore(checkpoint, target, fingerprint=model_def.fingerprint())
+    return TrainedModel(
+        config,
+        model_def,
+        state.params,
+        tokenizer,
+        int(state.step),
+        workdir,
+        val_report=(meta or {}).get("val"),
+    )
 
 
 def data_spec(spec: str, config) -> str:
@@ -114,7 +124,7 @@ def evaluate_split(trained: TrainedModel, spec: str, *, batch_size: int | None =
         pad_id=int(trained.tokenizer.pad_token_id),
         data_cfg=config.data,
     )
-    report = trained.task.report(probs, examples.labels)
+    report = trained.task.report(probs, examples.labels, reference=trained.val_report)
     return report, examples, probs
 
 

@@ -35,7 +35,7 @@ from cmhl_jax.metrics_log import MetricsWriter
 from cmhl_jax.model import ModelDef, build_model
 from cmhl_jax.paths import is_local, workdir_path
 from cmhl_jax.step import Parallel, init_train_state, make_optimizer, predict_step, train_step
-from cmhl_jax.tasks import EarlyStopping, Task, make_task
+from cmhl_jax.tasks import EarlyStopping, Task, fit_data_statistics, make_task
 
 log = logging.getLogger("cmhl_jax")
 
@@ -484,6 +484,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     workdir = workdir_path(workdir)  # a local folder or a URL (gs://...)
     check_workdir(workdir)  # unwritable: fail before loading anything
     setup_distributed(config.parallel)  # before any jax computation (make_task traces the loss)
+    fit_data_statistics(config)  # kept in config.json, so evaluation needs no training data
     task = make_task(config)
     check_batch_sizes(config)
     is_main = jax.process_index() == 0

@@ -148,9 +148,17 @@ def cmhl(logits, labels, weights, tables, normalizer, cfg):
 
 
 def weighted_binary_cross_entropy(logits, targets, weights, normalizer) -> jax.Array:
-    """Mean over texts (weight 1) of the per-label sigmoid cross-entropy averaged over labels."""
+    """Mean over texts (weight 1) of the sigmoid cross-entropy summed over a head's outputs:
+    one text's loss for the whole head, as softmax CE is for a single-label head."""
     bce = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets)
-    return jnp.sum(bce.mean(axis=-1) * weights) / normalizer
+    return jnp.sum(bce.sum(axis=-1) * weights) / normalizer
+
+
+def hinge_active_share(probs, pair_mask, tau, weights, normalizer, variant="sum") -> jax.Array:
+    """Share of the texts (weight 1) on which the exclusivity hinge is non-zero: at least one
+    masked pair with s(p_i, p_j) > tau_ij. Logged, never differentiated."""
+    active = exclusivity_per_text(probs, pair_mask, tau, variant) > 0
+    return jax.lax.stop_gradient(jnp.sum(active * weights) / normalizer)
 
 
 @functools.partial(jax.jit, static_argnames=("variant",))
@@ -167,31 +175,41 @@ def multilabel_cmhl_loss(
     """Multi-label CMHL (docs/goemotions.md): sigmoid heads, binary cross-entropy and the
     exclusivity hinge on sigmoid probabilities.
 
-        L = BCE_emotion + alpha * BCE_valence + lam * L_excl
+        L = (BCE_emotion + alpha * BCE_valence) / C + lam * L_excl
 
-    `labels` are multi-hot [..., C]; the valence targets are multi-hot too, labels @
-    `tables["valence_map"]` ([C, V], each label to its valence) clipped to 1, so a text whose
-    labels span positive and negative has both valence targets on. L_excl is
-    `exclusivity_loss` on sigmoid(emotion logits) with `tables["pair_mask"]` and the
-    co-occurrence-raised `tables["tau"]`.
+    Each BCE is summed over its head's outputs (`weighted_binary_cross_entropy`), so alpha
+    weighs the valence head against the emotion head per text, as in the single-label task;
+    dividing both by the emotion output count C keeps the loss on the scale of the mean
+    per-label BCE (alpha = 0 is exactly BCE averaged over the labels). `labels` are multi-hot
+    [..., C]; the valence targets are multi-hot too, labels @ `tables["valence_map"]` ([C, V],
+    each label to its valence) clipped to 1, so a text whose labels span positive and negative
+    has both valence targets on. L_excl is `exclusivity_loss` on sigmoid(emotion logits) with
+    `tables["pair_mask"]` and the co-occurrence-raised `tables["tau"]`; `hinge_active` (logged)
+    is the share of texts on which it is non-zero.
     """
     weights = weights.astype(jnp.float32)
     if normalizer is None:
         normalizer = jnp.maximum(weights.sum(), 1.0)
     labels = labels.astype(jnp.float32)
-    bce_emotion = weighted_binary_cross_entropy(logits["emotion"], labels, weights, normalizer)
+    num_labels = labels.shape[-1]
+    bce_emotion = (
+        weighted_binary_cross_entropy(logits["emotion"], labels, weights, normalizer) / num_labels
+    )
     valence_targets = jnp.minimum(labels @ tables["valence_map"], 1.0)
-    bce_valence = weighted_binary_cross_entropy(
-        logits["valence"], valence_targets, weights, normalizer
+    bce_valence = (
+        weighted_binary_cross_entropy(logits["valence"], valence_targets, weights, normalizer)
+        / num_labels
     )
     probs = jax.nn.sigmoid(logits["emotion"].astype(jnp.float32))
-    excl = exclusivity_loss(probs, tables["pair_mask"], tables["tau"], weights, normalizer, variant)
+    pair_args = (probs, tables["pair_mask"], tables["tau"], weights, normalizer, variant)
+    excl = exclusivity_loss(*pair_args)
     total = bce_emotion + alpha * bce_valence + lam * excl
     terms = {
         "loss": total,
         "bce_emotion": bce_emotion,
         "bce_valence": bce_valence,
         "exclusivity": excl,
+        "hinge_active": hinge_active_share(*pair_args),
     }
     return total, terms
 

@@ -166,6 +166,38 @@ def multilabel_ece(probs, gold, bins: int = 15) -> float:
     return expected_calibration_error(binary, (np.asarray(gold).reshape(-1) > 0).astype(int), bins)
 
 
+def average_precision(scores, gold, weights=None, block: int = 50) -> np.ndarray:
+    """Average precision of each column of `scores` [N, K] against 0/1 `gold` [N, K], as
+    scikit-learn's `average_precision_score`: the sum over distinct score thresholds, highest
+    first, of (R_t - R_{t-1}) * P_t. NaN for a column without positives.
+
+    `weights` [R, N] (how often each text is counted, e.g. bootstrap resamples) gives [R, K];
+    None gives [K]. Resamples are processed `block` at a time to bound memory.
+    """
+    scores, gold = np.asarray(scores, np.float64), np.asarray(gold) > 0
+    single = weights is None
+    weights = np.ones((1, len(scores))) if single else np.asarray(weights, np.float64)
+    out = np.empty((len(weights), scores.shape[1]))
+    for k in range(scores.shape[1]):
+        order = np.argsort(-scores[:, k], kind="stable")
+        ranked, hits = scores[order, k], gold[order, k]
+        last_of_tie = np.r_[ranked[1:] != ranked[:-1], True]
+        for start in range(0, len(weights), block):
+            w = weights[start : start + block, order]
+            true_pos = np.cumsum(w * hits, axis=1)[:, last_of_tie]
+            seen = np.cumsum(w, axis=1)[:, last_of_tie]
+            precision = np.divide(true_pos, seen, out=np.zeros_like(seen), where=seen > 0)
+            gain = np.diff(true_pos, axis=1, prepend=0.0)
+            positives = true_pos[:, -1]
+            out[start : start + block, k] = np.divide(
+                (gain * precision).sum(1),
+                positives,
+                out=np.full(len(positives), np.nan),
+                where=positives > 0,
+            )
+    return out[0] if single else out
+
+
 def tune_thresholds(probs, gold, grid=None) -> np.ndarray:
     """Per label, the threshold of `grid` (default 0.05, 0.10, ..., 0.95) with the best F1 on
     (probs, gold); ties keep the lowest threshold."""

@@ -14,9 +14,14 @@ import math
 
 import numpy as np
 
+from cmhl_jax.metrics import average_precision, mixed_valence
+
 BOOTSTRAP_METRICS = (
     "accuracy",
     "macro_f1",
+    "tuned_macro_f1",
+    "macro_ap",
+    "micro_ap",
     "weighted_f1",
     "micro_f1",
     "contradiction_rate",
@@ -89,22 +94,26 @@ def _ece_bins(confidence: np.ndarray, bins: int) -> np.ndarray:
     return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
 
 
-def multilabel_inputs(gold, probs, thresholds, positive_ids, negative_ids, bins=ECE_BINS):
+def multilabel_inputs(
+    gold, probs, thresholds, positive_ids, negative_ids, bins=ECE_BINS, tuned=None
+):
     """What the bootstrap needs of one multi-label run (GoEmotions), from its sigmoid
-    probabilities [N, K] and gold multi-hot rows [N, K]: the label decisions (`preds`) and
-    `gold_on`, the texts with a predicted and a gold valence mix
+    probabilities [N, K] and gold multi-hot rows [N, K]: the label decisions (`preds`), those
+    at the per-label `tuned` thresholds (`tuned_preds`, when given), the probabilities (for
+    average precision) and `gold_on`, the texts with a predicted and a gold valence mix
     (`metrics.multilabel_contradiction`), and each text's calibration gaps of its K binary
     decisions summed per confidence bin [N, bins] (`metrics.multilabel_ece`)."""
-    from cmhl_jax.metrics import mixed_valence
-
     gold, probs = np.asarray(gold) > 0, np.asarray(probs, np.float64)
     preds = probs >= np.asarray(thresholds)
     confidence = np.maximum(probs, 1.0 - probs)  # the binary decision at 0.5: argmax(1-p, p)
     gap = confidence - ((probs > 0.5) == gold)
     ece_gap = np.zeros((len(gold), bins))
     np.add.at(ece_gap, (np.arange(len(gold))[:, None], _ece_bins(confidence, bins)), gap)
+    tuned_preds = {} if tuned is None else {"tuned_preds": probs >= np.asarray(tuned)}
     return {
         "preds": preds,
+        **tuned_preds,
+        "probs": probs,
         "gold_on": gold,
         "predicted_mixed": mixed_valence(preds, positive_ids, negative_ids),
         "gold_mixed": mixed_valence(gold, positive_ids, negative_ids),
@@ -116,18 +125,35 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
 
 
+def _label_f1(weights: np.ndarray, gold: np.ndarray, preds: np.ndarray):
+    """Per-label F1 [R, K] (2PR / (P + R), 0 where undefined) and the micro F1 [R]."""
+    preds = preds.astype(np.float64)
+    true_pos, support, predicted = weights @ (gold * preds), weights @ gold, weights @ preds
+    micro = _ratio(2 * true_pos.sum(-1), support.sum(-1) + predicted.sum(-1))
+    return _ratio(2 * true_pos, support + predicted), micro
+
+
 def multilabel_scores_from_weights(weights: np.ndarray, run: dict) -> dict:
     """The multi-label bootstrap metrics of one run (`multilabel_inputs`) under text weights
-    [R, N]; with weights of 1 they equal `metrics.multilabel_scores`, `multilabel_contradiction`
-    and `multilabel_ece`."""
-    gold, preds = run["gold_on"].astype(np.float64), run["preds"].astype(np.float64)
-    true_pos, support, predicted = weights @ (gold * preds), weights @ gold, weights @ preds
-    f1 = _ratio(2 * true_pos, support + predicted)  # = 2PR / (P + R); 0 where undefined
+    [R, N]; with weights of 1 they equal `metrics.multilabel_scores`, `multilabel_contradiction`,
+    `multilabel_ece` and `metrics.average_precision`."""
+    gold = run["gold_on"].astype(np.float64)
+    f1, micro_f1 = _label_f1(weights, gold, run["preds"])
     mixed, contradicted = run["gold_mixed"], run["predicted_mixed"]
     total = weights.sum(-1)
+    extra = {}
+    if "tuned_preds" in run:
+        extra["tuned_macro_f1"] = _label_f1(weights, gold, run["tuned_preds"])[0].mean(-1)
+    if "probs" in run:
+        probs, num_labels = run["probs"], gold.shape[1]
+        extra["macro_ap"] = np.nanmean(average_precision(probs, gold, weights), axis=-1)
+        flat_weights = np.repeat(weights, num_labels, axis=1)  # text-major, as reshape(-1)
+        flat = average_precision(probs.reshape(-1, 1), gold.reshape(-1, 1), flat_weights)
+        extra["micro_ap"] = flat[:, 0]
     return {
+        **extra,
         "macro_f1": f1.mean(-1),
-        "micro_f1": _ratio(2 * true_pos.sum(-1), support.sum(-1) + predicted.sum(-1)),
+        "micro_f1": micro_f1,
         "contradiction_rate": weights @ contradicted.astype(np.float64) / total,
         "false_contradiction_rate": weights @ (contradicted & ~mixed).astype(np.float64) / total,
         "mixed_recall": _ratio(

@@ -16,15 +16,29 @@ from cmhl_jax.tasks import goemotions as ge
 from cmhl_jax.tasks import make_task
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "goemotions"
 E = {name: i for i, name in enumerate(ge.EMOTIONS)}
+# A small training split: caring + grief co-occur most (r = 2 / min(4, 3)), gratitude +
+# sadness less (r = 1 / min(2, 4)), joy and anger never together.
+TRAIN_LABELS = (
+    [["caring", "grief"]] * 2
+    + [["caring"]] * 2
+    + [["grief"]]
+    + [["joy"]] * 3
+    + [["anger"]] * 2
+    + [["gratitude", "sadness"]]
+    + [["sadness"]] * 3
+    + [["gratitude"]]
+)
 
 
 def config_for(granularity="all", **loss):
+    """The shipped GoEmotions config with the label co-occurrence of TRAIN_LABELS."""
     from configs import goemotions_minilm
 
     config = goemotions_minilm.get_config()
     config.goemotions.granularity = granularity
+    counts = ge.cooccurrence_counts(multi_hot(*TRAIN_LABELS), granularity)
+    config.goemotions.cooccurrence = counts.tolist()
     for key, value in loss.items():
         config.loss[key] = value
     return config
@@ -41,12 +55,19 @@ def multi_hot(*label_sets, size=28):
 # --- label maps ---------------------------------------------------------------------------
 
 
-def test_embedded_maps_are_the_official_files():
-    assert ge.EMOTIONS == tuple((SHARED / "emotions.txt").read_text().split("\n"))
-    ekman = json.loads((SHARED / "ekman_mapping.json").read_text())
-    sentiment = json.loads((SHARED / "sentiment_dict.json").read_text())
-    assert {k: tuple(v) for k, v in ekman.items()} == ge.EKMAN_MAPPING
-    assert {k: tuple(v) for k, v in sentiment.items()} == ge.SENTIMENT_MAPPING
+def test_embedded_maps_partition_the_27_emotions():
+    """The official maps (ekman_mapping.json, sentiment_dict.json) put each of the 27 emotions
+    in exactly one group and leave neutral out; group sizes as in the official files."""
+    emotions = set(ge.EMOTIONS) - {ge.NEUTRAL}
+    assert len(ge.EMOTIONS) == 28 and ge.EMOTIONS[-1] == ge.NEUTRAL
+    for mapping, sizes in (
+        (ge.EKMAN_MAPPING, {"anger": 3, "disgust": 1, "fear": 2, "joy": 12, "sadness": 5,
+                            "surprise": 4}),
+        (ge.SENTIMENT_MAPPING, {"positive": 12, "negative": 11, "ambiguous": 4}),
+    ):  # fmt: skip
+        members = [e for group in mapping.values() for e in group]
+        assert sorted(members) == sorted(emotions)
+        assert {group: len(m) for group, m in mapping.items()} == sizes
 
 
 def test_label_maps():
@@ -77,15 +98,35 @@ def data_lib_free_map(rows, granularity):
     return map_multi_hot(rows, ge.label_map(granularity))
 
 
-@pytest.mark.slow
-def test_embedded_counts_are_the_official_train_split():
-    examples = data_lib.read_examples(SHARED / "train.tsv", ge.EMOTIONS)
-    assert len(examples) == 43410 and examples.labels.shape == (43410, 28)
-    for granularity in ge.GRANULARITIES:
-        labels, pairs = ge.cooccurrence_counts(examples.labels, granularity)
-        expected_labels, expected_pairs = ge.official_counts(granularity)
-        np.testing.assert_array_equal(labels, expected_labels)
-        np.testing.assert_array_equal(pairs, expected_pairs)
+def test_training_labels_are_counted_into_the_config(tmp_path):
+    """`count_training_labels` reads the training split named by the config and stores texts
+    per label (diagonal) and per label pair at the granularity; an existing count is kept."""
+    rows = [(f"text {i}", ",".join(str(E[n]) for n in names)) for i, names in
+            enumerate(TRAIN_LABELS)]  # fmt: skip
+    write_tsv(tmp_path / "train.tsv", rows)
+    write_tsv(tmp_path / "dev.tsv", rows[:2])
+    for granularity in ("all", "ekman"):
+        config = config_for(granularity)
+        config.goemotions.cooccurrence = []
+        config.data.local_dir = str(tmp_path)
+        ge.count_training_labels(config)
+        counts = np.asarray(config.goemotions.cooccurrence)
+        groups = ge.group_names(granularity)
+        if granularity == "all":
+            assert counts.shape == (28, 28)
+            assert counts[E["caring"], E["caring"]] == 4 and counts[E["grief"], E["grief"]] == 3
+            assert counts[E["caring"], E["grief"]] == counts[E["grief"], E["caring"]] == 2
+            assert counts[E["joy"], E["anger"]] == 0 and counts.trace() == 18
+        else:  # caring, gratitude, joy -> joy; grief, sadness -> sadness; anger -> anger
+            assert counts.shape == (7, 7)
+            joy, sadness = groups.index("joy"), groups.index("sadness")
+            assert counts[joy, joy] == 9 and counts[sadness, sadness] == 7
+            assert counts[joy, sadness] == counts[sadness, joy] == 3  # 2 condolences + 1
+    kept = config_for()
+    before = kept.goemotions.cooccurrence
+    kept.data.local_dir = str(tmp_path / "missing")  # not read: the counts are there
+    ge.count_training_labels(kept)
+    assert kept.goemotions.cooccurrence == before
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -140,37 +181,37 @@ def _bce(logit, target):
     return max(logit, 0) - logit * target + np.log1p(np.exp(-abs(logit)))
 
 
-def _tau(a, b, tau0=1.0, gain=0.5):
-    """tau of a (positive, negative) pair from the embedded counts, computed by hand."""
-    from cmhl_jax.tasks.goemotions_counts import LABEL_COUNTS, PAIR_COUNTS
+# tau of TRAIN_LABELS' pairs by hand (tau0 0.6, gain 0.5): r(caring, grief) = 2/3 is the top
+# rate, r(gratitude, sadness) = 1/2; pairs never seen together keep tau0.
+TAU = {("caring", "grief"): 0.6 + 0.5, ("gratitude", "sadness"): 0.6 + 0.5 * (1 / 2) / (2 / 3)}
 
-    def rate(p, n):
-        pair = PAIR_COUNTS["all"].get("+".join(sorted((p, n))), 0)
-        return pair / min(LABEL_COUNTS["all"][p], LABEL_COUNTS["all"][n])
 
-    top = max(
-        rate(p, n)
-        for p in ge.SENTIMENT_MAPPING["positive"]
-        for n in ge.SENTIMENT_MAPPING["negative"]
-    )
-    return min(tau0 + gain * rate(a, b) / top, 2.0)
+def _tau(a, b):
+    return TAU.get((a, b), 0.6)
 
 
 def test_tau_is_raised_for_pairs_that_co_occur():
-    assert _tau("caring", "grief") == pytest.approx(1.5)  # the most co-occurring pair
-    assert _tau("pride", "grief") == 1.0  # never together in train
-    assert 1.0 < _tau("gratitude", "sadness") < 1.5
+    tau = np.asarray(ge.loss_arrays(config_for().goemotions)["tau"])
+    for (a, b), value in TAU.items():
+        assert tau[E[a], E[b]] == pytest.approx(value)
+    assert tau[E["joy"], E["anger"]] == pytest.approx(0.6)  # never together in train
+    flat = config_for().goemotions
+    flat.cooccurrence = []  # not counted: every pair at tau0
+    assert np.allclose(np.asarray(ge.loss_arrays(flat)["tau"]), 0.6)
 
 
 def test_loss_by_hand():
+    """(sum of emotion BCE + 0.5 * sum of valence BCE) / 28 + lam * L_excl, min form: a pair
+    counts min(p_i, p_j) - tau_ij / 2 when positive."""
     task = make_task(config_for())
-    logit = {p: float(np.log(p / (1 - p))) for p in (0.8, 0.6, 0.7, 0.65)}
+    lam = config_for().loss.lam
+    logit = {p: float(np.log(p / (1 - p))) for p in (0.8, 0.5, 0.7, 0.65)}
     low = -8.0
     emotion = np.full((1, 3, 28), low, np.float32)
-    # Text 0: caring 0.8 + grief 0.6 (gold caring, grief: a condolence). They co-occur in
-    # train, tau = 1.5 > 1.4: no hinge.
-    emotion[0, 0, E["caring"]], emotion[0, 0, E["grief"]] = logit[0.8], logit[0.6]
-    # Text 1: joy 0.7 + anger 0.65 (gold joy): 1.35 > tau(joy, anger): hinge.
+    # Text 0: caring 0.8 + grief 0.5 (gold caring, grief: a condolence). They co-occur in
+    # train, tau / 2 = 0.55 > 0.5: no hinge.
+    emotion[0, 0, E["caring"]], emotion[0, 0, E["grief"]] = logit[0.8], logit[0.5]
+    # Text 1: joy 0.7 + anger 0.65 (gold joy): min 0.65 > tau(joy, anger) / 2 = 0.3: hinge.
     emotion[0, 1, E["joy"]], emotion[0, 1, E["anger"]] = logit[0.7], logit[0.65]
     # Slot 2 is padding with a large would-be hinge: must not count.
     emotion[0, 2, E["love"]] = emotion[0, 2, E["fear"]] = 5.0
@@ -181,40 +222,42 @@ def test_loss_by_hand():
     outputs = {"emotion": jnp.asarray(emotion), "valence": jnp.asarray(valence)}
     total, terms = task.loss(outputs, None, jnp.asarray(labels), jnp.asarray(weights), 2.0)
 
+    # Each text's BCE summed over the 28 emotion / 4 valence outputs, then averaged over texts.
     bce = [
-        np.mean(
-            [_bce(float(x), float(y)) for x, y in zip(emotion[0, t], labels[0, t], strict=True)]
-        )
+        sum(_bce(float(x), float(y)) for x, y in zip(emotion[0, t], labels[0, t], strict=True))
         for t in (0, 1)
     ]
     # Valence targets: caring + grief -> positive and negative; joy -> positive.
     valence_targets = [[1, 1, 0, 0], [1, 0, 0, 0]]
     bce_valence = [
-        np.mean([_bce(float(x), y) for x, y in zip(valence[0, t], valence_targets[t], strict=True)])
+        sum(_bce(float(x), y) for x, y in zip(valence[0, t], valence_targets[t], strict=True))
         for t in (0, 1)
     ]
-    sig = 1 / (1 + np.exp(-low))
-    hinge_1 = max(0.0, 0.7 + 0.65 - _tau("joy", "anger"))
+    hinge_1 = 0.65 - _tau("joy", "anger") / 2
     assert hinge_1 > 0
-    # Text 0: caring + grief under its raised tau; caring + every other negative (0.8 + sig)
-    # and grief + other positives stay below tau0 = 1: no hinge. Text 1: only (joy, anger).
-    assert 0.8 + 0.6 < _tau("caring", "grief") and 0.8 + sig < 1.0
+    # Text 0: caring + grief under its raised tau; caring + every other negative (min = the
+    # other's sigmoid(-8)) and grief + other positives stay below 0.3: no hinge. Text 1: only
+    # (joy, anger).
+    assert 0.5 < _tau("caring", "grief") / 2
     excl = (0.0 + hinge_1 / 132) / 2
-    np.testing.assert_allclose(float(terms["bce_emotion"]), np.mean(bce), rtol=1e-5)
-    np.testing.assert_allclose(float(terms["bce_valence"]), np.mean(bce_valence), rtol=1e-5)
+    np.testing.assert_allclose(float(terms["bce_emotion"]), np.mean(bce) / 28, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["bce_valence"]), np.mean(bce_valence) / 28, rtol=1e-5)
     np.testing.assert_allclose(float(terms["exclusivity"]), excl, rtol=1e-4)
-    expected = np.mean(bce) + 0.5 * np.mean(bce_valence) + 0.4 * excl
+    assert float(terms["hinge_active"]) == 0.5  # text 1 of the two real texts
+    expected = (np.mean(bce) + 0.5 * np.mean(bce_valence)) / 28 + lam * excl
     np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+    # alpha weighs the heads per text: the valence head's 4 outputs carry half the weight of
+    # the emotion head's 28 (0.5 * 4 valence BCEs vs 28 emotion BCEs at the same loss each).
+    assert lam > 0
 
     # The same pair under tau0 without the co-occurrence raise would fire.
-    flat = make_task(config_for())
     flat_cfg = config_for()
     flat_cfg.goemotions.cooccurrence_gain = 0.0
     flat = make_task(flat_cfg)
     _, flat_terms = flat.loss(outputs, None, jnp.asarray(labels), jnp.asarray(weights), 2.0)
-    hinge_0 = 0.8 + 0.6 - 1.0
-    expected_flat = (hinge_0 / 132 + (0.7 + 0.65 - 1.0) / 132) / 2
+    expected_flat = ((0.5 - 0.3) / 132 + hinge_1 / 132) / 2
     np.testing.assert_allclose(float(flat_terms["exclusivity"]), expected_flat, rtol=1e-4)
+    assert float(flat_terms["hinge_active"]) == 1.0
 
 
 @pytest.mark.parametrize("variant", ["product", "min"])
@@ -447,7 +490,7 @@ def test_tiny_train_and_eval(tmp_path, tiny_encoder_dir):
 
 def test_exclusivity_activity_script_counts_texts_past_tau(tmp_path, capsys):
     """scripts/exclusivity_activity.py on a hand-made run: joy 0.9 + anger 0.8 is past its tau
-    (1.7 > tau), joy 0.9 alone and caring 0.6 + grief 0.6 (tau 1.5) are not."""
+    (1.7 > tau 1.0), joy 0.9 alone and caring 0.6 + grief 0.6 (tau 1.5) are not."""
     import importlib.util
 
     path = Path(__file__).parents[1] / "scripts" / "exclusivity_activity.py"
@@ -459,10 +502,10 @@ def test_exclusivity_activity_script_counts_texts_past_tau(tmp_path, capsys):
     probs[1, E["joy"]] = 0.9
     probs[2, [E["caring"], E["grief"]]] = 0.6
     flat = {f"goemotions.{k}": v for k, v in config_for().goemotions.items()}
-    flat["loss.variant"] = "sum"
+    flat["loss.variant"], flat["goemotions.tau0"] = "sum", 1.0  # caring + grief: tau 1.5
     on, term = script.hinge_activity(probs, flat)
     assert on == pytest.approx(1 / 3)
-    assert term == pytest.approx((1.7 - _tau("joy", "anger")) / (12 * 11) / 3, rel=1e-5)
+    assert term == pytest.approx((1.7 - 1.0) / (12 * 11) / 3, rel=1e-5)
     runs = tmp_path / "runs"
     runs.mkdir()
     (runs / "cmhl_sum_s0.json").write_text(

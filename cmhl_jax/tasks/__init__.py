@@ -22,8 +22,18 @@ TASKS = {
     "mental_health": mental_health.make_task,
     "goemotions": goemotions.make_task,
 }
+# What a task counts in its training split when training starts, written into the config (and
+# so kept with the run): the multi-label task's label co-occurrence.
+DATA_STATISTICS = {"goemotions": goemotions.count_training_labels}
 
-__all__ = ["TASKS", "EarlyStopping", "Task", "make_task"]
+__all__ = ["TASKS", "EarlyStopping", "Task", "fit_data_statistics", "make_task"]
+
+
+def fit_data_statistics(config) -> None:
+    """Fills the config fields the task takes from its training split (once; see
+    `DATA_STATISTICS`)."""
+    if count := DATA_STATISTICS.get(config.task):
+        count(config)
 
 
 def make_task(config) -> Task:

@@ -60,7 +60,9 @@ class Task:
     apply_heads(head_params, hidden, *, dropout_rate, rng) -> outputs (logits, gate, ...)
     loss(outputs, head_params, labels, weights, normalizer) -> (total, terms)
     probabilities(outputs) -> {name: probabilities or weights}
-    report(probs as numpy, labels) -> validation metrics (floats, and nested per-class dicts)
+    report(probs as numpy, labels, reference=None) -> validation metrics (floats, and nested
+        per-class dicts); `reference` is the selected checkpoint's validation report, for what
+        a task fixes on the validation split (the multi-label task's tuned thresholds)
     """
 
     name: str
@@ -136,6 +138,8 @@ class Task:
                 record[key] = dict(zip(labels, rounded[i].tolist(), strict=True))
         if self.record_extras is not None and self.primary in probs:
             for field, values in self.record_extras(probs).items():
-                for record, v in zip(records, np.asarray(values).tolist(), strict=True):
+                # Lists stay lists: per-text values may be ragged (a label list per text).
+                values = values.tolist() if isinstance(values, np.ndarray) else list(values)
+                for record, v in zip(records, values, strict=True):
                     record[field] = round(v, 6) if isinstance(v, float) else v
         return records

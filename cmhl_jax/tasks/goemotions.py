@@ -7,15 +7,17 @@ Demszky et al. (ACL 2020): 27 emotions + neutral, several labels per text. Heads
 * `valence`: positive / negative / ambiguous / neutral from the official sentiment map, a
   multi-hot target (a text whose labels span several valences has several on), sigmoid + BCE.
 
-Loss (`loss.fn=cmhl`, `cmhl_jax.losses.multilabel_cmhl`): BCE_emotion + alpha * BCE_valence +
-lam * L_excl, where L_excl is the paper's hinge max(0, s(p_i, p_j) - tau_ij) over the
-(positive, negative) label pairs on sigmoid probabilities, with tau_ij raised for pairs that
-co-occur in the official training labels:
+Loss (`loss.fn=cmhl`, `cmhl_jax.losses.multilabel_cmhl`): (BCE_emotion + alpha * BCE_valence) / K
++ lam * L_excl, each BCE summed over its head's outputs, where L_excl is the paper's hinge
+max(0, s(p_i, p_j) - tau_ij) over the (positive, negative) label pairs on sigmoid probabilities,
+with tau_ij raised for pairs that co-occur in the training labels:
 
     tau_ij = min(tau0 + gain * r_ij / max_kl r_kl, 2),   r_ij = n_ij / min(n_i, n_j)
 
-(n_i: training texts with label i, n_ij: with both). A label is predicted when its probability
-reaches its threshold (0.3 as in the GoEmotions paper, or per-label `goemotions.thresholds`).
+(n_i: training texts with label i, n_ij: with both; counted from the training split when
+training starts and kept in the run's config, `goemotions.cooccurrence`). A label is predicted
+when its probability reaches its threshold (0.3 as in the GoEmotions paper, or per-label
+`goemotions.thresholds`).
 Data: `.tsv` files in the official format (`text \\t ids \\t id`), read multi-hot over the 28
 labels; the task maps them to the granularity itself.
 """
@@ -29,16 +31,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from cmhl_jax import data as data_lib
 from cmhl_jax import stats
 from cmhl_jax.config import ConfigError
 from cmhl_jax.heads import apply_heads, init_heads
 from cmhl_jax.losses import (
     EXCLUSIVITY_VARIANTS,
     check_loss_fn,
+    exclusivity_per_text,
     multilabel_cmhl,
     resolve_loss_fn,
 )
 from cmhl_jax.metrics import (
+    average_precision,
     map_multi_hot,
     multilabel_contradiction,
     multilabel_ece,
@@ -135,11 +140,27 @@ def valence_ids(granularity: str) -> tuple[list[int], list[int]]:
     )
 
 
-def cooccurrence_counts(multi_hot: np.ndarray, granularity: str) -> tuple[np.ndarray, np.ndarray]:
-    """Texts per label [K] and per label pair [K, K] at `granularity` from 28-label multi-hot
-    rows (the numbers behind `OFFICIAL_TRAIN_COUNTS`)."""
+def cooccurrence_counts(multi_hot: np.ndarray, granularity: str) -> np.ndarray:
+    """Texts per label pair [K, K] at `granularity` from 28-label multi-hot rows; the diagonal
+    holds the texts per label."""
     on = map_multi_hot(multi_hot, label_map(granularity)).astype(np.int64)
-    return on.sum(0), on.T @ on
+    return on.T @ on
+
+
+def count_training_labels(config) -> None:
+    """Fills `goemotions.cooccurrence` from the training split, once (a run's config keeps it,
+    so evaluation and prediction need no training data). Milliseconds for GoEmotions' 43k
+    texts."""
+    ge = config.goemotions
+    if len(ge.cooccurrence):
+        return
+    data_cfg = config.data
+    train = data_lib.load_split(
+        data_lib.split_spec(data_cfg, data_cfg.train_split),
+        list(EMOTIONS),
+        skip_bad_lines=data_cfg.skip_bad_lines,
+    )
+    ge.cooccurrence = cooccurrence_counts(train.labels, ge.granularity).tolist()
 
 
 def adaptive_tau(label_counts, pair_counts, pair_mask, tau0: float, gain: float) -> np.ndarray:
@@ -154,20 +175,6 @@ def adaptive_tau(label_counts, pair_counts, pair_mask, tau0: float, gain: float)
     return np.minimum(raised, 2.0).astype(np.float32)
 
 
-def official_counts(granularity: str) -> tuple[np.ndarray, np.ndarray]:
-    """Label and pair counts of the official train.tsv (43,410 texts) at `granularity`."""
-    from cmhl_jax.tasks.goemotions_counts import LABEL_COUNTS, PAIR_COUNTS
-
-    groups = group_names(granularity)
-    labels = np.asarray([LABEL_COUNTS[granularity][g] for g in groups], np.int64)
-    pairs = np.zeros((len(groups), len(groups)), np.int64)
-    for key, count in PAIR_COUNTS[granularity].items():
-        a, b = key.split("+")
-        pairs[groups.index(a), groups.index(b)] = pairs[groups.index(b), groups.index(a)] = count
-    np.fill_diagonal(pairs, labels)
-    return labels, pairs
-
-
 def default_goemotions_config() -> ml_collections.ConfigDict:
     """The task's own block; every chosen value is a field (docs/goemotions.md)."""
     return ml_collections.ConfigDict(
@@ -177,10 +184,17 @@ def default_goemotions_config() -> ml_collections.ConfigDict:
             # Per-label thresholds (one per output label) replacing `threshold`, e.g. the
             # `tuned_thresholds` of a dev report; empty: `threshold` for every label.
             "thresholds": [],
-            # Also report per-label thresholds tuned on the evaluated split (use on dev only).
-            "tune_thresholds": False,
-            "tau0": 1.0,  # chosen: sigmoid scale, p_i + p_j > 1 (both about 0.5) fires
+            # Report per-label thresholds tuned on the validation split (dev) and the F1 at
+            # them; `eval.py` applies a run's dev-tuned thresholds to any other split.
+            "tune_thresholds": True,
+            # chosen: with loss.variant=min the hinge fires when both labels of a pair are
+            # above tau/2 = 0.3, the prediction threshold: on texts predicted contradictory.
+            "tau0": 0.6,
             "cooccurrence_gain": 0.5,  # chosen: tau of the most co-occurring pair = tau0 + gain
+            # Texts per label pair [K, K] (diagonal: per label) of the training split at the
+            # granularity; filled when training starts (`count_training_labels`). Empty: the
+            # flat tau0 (as if no pair co-occurred).
+            "cooccurrence": [],
         }
     )
 
@@ -200,6 +214,13 @@ def validate(config) -> None:
         errors.append("goemotions thresholds must be in (0, 1)")
     if not 0 <= ge.tau0 <= 2 or ge.cooccurrence_gain < 0:
         errors.append("goemotions.tau0 must be in [0, 2] and cooccurrence_gain >= 0")
+    size = len(group_names(ge.granularity)) if ge.granularity in GRANULARITIES else None
+    counts = np.asarray(ge.cooccurrence)
+    if size and counts.size and counts.shape != (size, size):
+        errors.append(
+            f"goemotions.cooccurrence has shape {counts.shape}, the {ge.granularity} "
+            f"granularity needs ({size}, {size})"
+        )
     if config.loss.fn == "cmhl" and config.loss.variant not in EXCLUSIVITY_VARIANTS:
         errors.append(f"loss.variant must be one of {EXCLUSIVITY_VARIANTS}")
     if errors:
@@ -208,7 +229,10 @@ def validate(config) -> None:
 
 SUMMARY_METRICS = (
     "macro_f1",
+    "macro_ap",
+    "tuned_macro_f1",
     "micro_f1",
+    "micro_ap",
     "contradiction_rate",
     "false_contradiction_rate",
     "mixed_recall",
@@ -218,6 +242,9 @@ SUMMARY_METRICS = (
 )
 TABLE_METRICS = (
     "macro_f1",
+    "tuned_macro_f1",
+    "macro_ap",
+    "micro_ap",
     "micro_f1",
     "contradiction_rate",
     "false_contradiction_rate",
@@ -235,7 +262,10 @@ def loss_arrays(ge) -> dict:
     positive_ids, negative_ids = valence_ids(granularity)
     pair_mask = np.zeros((len(groups), len(groups)), np.float32)
     pair_mask[np.ix_(positive_ids, negative_ids)] = 1.0
-    tau = adaptive_tau(*official_counts(granularity), pair_mask, ge.tau0, ge.cooccurrence_gain)
+    counts = np.asarray(ge.cooccurrence, np.int64).reshape(-1, len(groups))
+    if not counts.size:  # not counted (a config never trained): no pair is raised
+        counts = np.zeros((len(groups), len(groups)), np.int64)
+    tau = adaptive_tau(np.diagonal(counts), counts, pair_mask, ge.tau0, ge.cooccurrence_gain)
     return {
         "valence_map": jnp.asarray(np.eye(len(VALENCE_NAMES), dtype=np.float32)[valence]),
         "pair_mask": jnp.asarray(pair_mask),
@@ -278,22 +308,32 @@ def make_task(config) -> Task:
     def probabilities(outputs):
         return {name: jax.nn.sigmoid(value) for name, value in outputs.items()}
 
-    def report(probs, labels):
-        return goemotions_report(
+    def report(probs, labels, reference=None):
+        """`reference`: the selected checkpoint's validation report, whose tuned thresholds
+        score this split (else they are tuned on it)."""
+        tuned = (reference or {}).get("tuned_thresholds") if ge.tune_thresholds else None
+        out = goemotions_report(
             probs,
             labels,
             granularity=granularity,
             thresholds=thresholds,
             tune=bool(ge.tune_thresholds),
+            tuned=tuned,
             bins=config.eval.ece_bins,
         )
+        active = exclusivity_per_text(
+            np.asarray(probs["emotion"]), arrays["pair_mask"], arrays["tau"], loss_cfg.variant
+        )
+        out["hinge_active_rate"] = float(np.mean(np.asarray(active) > 0)) if len(labels) else 0.0
+        return out
 
     positive_ids, negative_ids = valence_ids(granularity)
 
     def bootstrap_inputs(probs, labels):
         gold = map_multi_hot(labels, label_map(granularity))
+        tuned = tune_thresholds(probs, gold) if ge.tune_thresholds else None
         return stats.multilabel_inputs(
-            gold, probs, thresholds, positive_ids, negative_ids, config.eval.ece_bins
+            gold, probs, thresholds, positive_ids, negative_ids, config.eval.ece_bins, tuned
         )
 
     def extras(probs):
@@ -332,9 +372,20 @@ def make_task(config) -> Task:
 
 
 def goemotions_report(
-    probs: dict, labels: np.ndarray, *, granularity: str, thresholds, tune=False, bins=15
+    probs: dict,
+    labels: np.ndarray,
+    *,
+    granularity: str,
+    thresholds,
+    tune=False,
+    tuned=None,
+    bins=15,
 ) -> dict:
-    """Every GoEmotions metric from sigmoid probabilities and 28-label multi-hot gold rows."""
+    """Every GoEmotions metric from sigmoid probabilities and 28-label multi-hot gold rows.
+
+    With `tune`, `tuned_macro_f1` / `tuned_micro_f1` score the labels at per-label thresholds:
+    `tuned` (tuned on another split: the run's dev) or, when None, tuned on this split
+    (`tuned_thresholds`; optimistic, for dev only)."""
     groups = group_names(granularity)
     emotion = np.asarray(probs["emotion"])
     labels = np.asarray(labels)
@@ -343,6 +394,11 @@ def goemotions_report(
     positive, negative = valence_ids(granularity)
     report = multilabel_scores(gold, pred, groups)
     report["num_examples"] = int(len(labels))
+    label_ap = average_precision(emotion, gold)
+    report["macro_ap"] = float(np.nanmean(label_ap)) if np.isfinite(label_ap).any() else 0.0
+    report["micro_ap"] = float(average_precision(emotion.reshape(-1, 1), gold.reshape(-1, 1))[0])
+    for name, ap in zip(groups, label_ap.tolist(), strict=True):
+        report["per_class"][name]["ap"] = None if np.isnan(ap) else ap
     gold_sentiment = map_multi_hot(labels, label_map("sentiment"))
     pred_sentiment = map_multi_hot(pred, label_map("sentiment", groups))
     sentiment_scores = multilabel_scores(gold_sentiment, pred_sentiment, VALENCE_NAMES)
@@ -361,7 +417,8 @@ def goemotions_report(
         valence_scores = multilabel_scores(gold_sentiment, valence_pred, VALENCE_NAMES)
         report["valence_macro_f1"] = valence_scores["macro_f1"]
     if tune:
-        tuned = tune_thresholds(emotion, gold)
+        report["thresholds_tuned_on"] = "this split" if tuned is None else "validation"
+        tuned = tune_thresholds(emotion, gold) if tuned is None else np.asarray(tuned)
         tuned_scores = multilabel_scores(gold, emotion >= tuned, groups)
         report["tuned_thresholds"] = [float(t) for t in tuned]
         report["tuned_macro_f1"] = tuned_scores["macro_f1"]

@@ -336,7 +336,7 @@ def make_task(config) -> Task:
         name="mental_health",
         label_names=classes,
         primary="final",
-        report=lambda probs, labels: mental_health_report(
+        report=lambda probs, labels, reference=None: mental_health_report(
             probs, labels, mh, bins=config.eval.ece_bins
         ),
         head_labels={"final": classes, "primary": classes, "intensity": levels},
