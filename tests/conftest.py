@@ -8,10 +8,22 @@ config), `tiny_train_args` (train.py command line), `make_tiny_encoder` / `tiny_
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import sys
 from pathlib import Path
 
 import pytest
+
+# The CI check of skips (CMHL_REQUIRE): hooks of tests/required_skips.py, registered here.
+from required_skips import (  # noqa: F401
+    pytest_collectreport,
+    pytest_configure,
+    pytest_runtest_makereport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
 
 from configs.tiny import ENCODER as TINY_ENCODER
 
@@ -22,6 +34,51 @@ os.environ.setdefault("CMHL_FAST_RUNTIME", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PRESET = ROOT / "configs" / "tiny.py"
+
+# ---------------------------------------------------------------------------------------------
+# Tests stand on their own: none reads the data folder beside the repo (../shared), which CI
+# has and a user's clone does not. An audit hook records every open() of a path under it in
+# this process; the test that did it fails (subprocesses are not watched: they get their data
+# from the test, e.g. CMHL_DATA_DIR in tests/test_benchmarks.py).
+SHARED = ROOT.parent / "shared"
+shared_reads: list[str] = []
+_SHARED_PREFIX = str(SHARED) + os.sep
+
+
+def _record_shared_reads(event: str, args: tuple) -> None:
+    if event == "open" and isinstance(args[0], str | bytes | os.PathLike):
+        path = os.fsdecode(args[0])
+        if "shared" in path and os.path.abspath(path).startswith(_SHARED_PREFIX):
+            shared_reads.append(path)
+
+
+sys.addaudithook(_record_shared_reads)
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_reads():
+    yield
+    reads, shared_reads[:] = list(shared_reads), []
+    if reads:
+        pytest.fail(
+            f"the test read {SHARED} (CI's data folder, absent from a clone): {reads[:5]}; "
+            "make the data in tmp_path instead",
+            pytrace=False,
+        )
+
+
+@contextlib.contextmanager
+def reserved_port():
+    """A localhost TCP port for a server a child process starts (jax.distributed's
+    coordinator), held for the block. Picking a free port and closing it races: anything may
+    take it before the child binds. Held here (bound, not listening, SO_REUSEADDR), nothing
+    else gets it (bind to port 0 and connect() pass over bound ports), while the child's
+    server, which sets SO_REUSEADDR too (gRPC does), can still bind and listen on it."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
 
 # The preset encoder's shape for parity tests on random ids (a 100-word vocabulary, no
 # tokenizer); `model_type`, padding and positions are per test.

@@ -5,6 +5,7 @@ checkpoint (CheckpointSaveError), and a lost process ends the survivors within
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_multihost import free_port, launch
+from conftest import reserved_port
+from test_multihost import launch
 
 from cmhl_jax.checkpoint import TMP_SUFFIX, Checkpoints, CheckpointSaveError
 from cmhl_jax.cluster import LOCK_NAME, PeerWatchdog, WorkdirBusyError, WorkdirLock
@@ -168,36 +170,110 @@ class FakeKV:
             return [(k, v) for k, v in self.data.items() if k.startswith(prefix)]
 
 
-def _watch(kv, process_id, lost):
-    dog = PeerWatchdog(kv, process_id, 2, 1.0, interval_s=0.05, on_lost=lost.append)
+class Seen:
+    """One watchdog's view of a FakeKV, with the times (time.monotonic) of what it saw:
+    `changed[peer]`, its answered reads that showed a new heartbeat value of `peer`; `answered`,
+    its reads that the store answered. The watchdog takes its own clock after each read, so a
+    read recorded here at t is one it holds as seen at t or later."""
+
+    def __init__(self, kv: FakeKV):
+        self.kv, self.values, self.changed, self.answered = kv, {}, {}, []
+
+    def key_value_set(self, key, value, allow_overwrite=False):
+        self.kv.key_value_set(key, value, allow_overwrite)
+
+    def key_value_dir_get(self, prefix):
+        now = time.monotonic()
+        entries = self.kv.key_value_dir_get(prefix)  # raises when the store is down
+        self.answered.append(now)
+        for key, value in entries:
+            peer = int(key.rsplit("/", 1)[-1])
+            if self.values.get(peer) != value:
+                self.values[peer] = value
+                self.changed.setdefault(peer, []).append(now)
+        return entries
+
+
+WATCH_TIMEOUT = 2.0  # s; the watchdogs here beat and check every 0.05 s
+LATE = 15.0  # s past the timeout that a report may take on a loaded machine
+
+
+def _watch(kv, process_id):
+    """A started watchdog of a 2-process run on `kv`: (watchdog, its view, its reports as
+    (time, message), its checks as (time, result of lost()))."""
+    seen, lost, checks = Seen(kv), [], []
+    dog = PeerWatchdog(
+        seen,
+        process_id,
+        2,
+        WATCH_TIMEOUT,
+        interval_s=0.05,
+        on_lost=lambda message: lost.append((time.monotonic(), message)),
+    )
+
+    def checked():  # the watch loop's check, recorded (its result is taken as it is)
+        result = PeerWatchdog.lost(dog)
+        checks.append((time.monotonic(), result))
+        return result
+
+    dog.lost = checked
     dog.start()
-    return dog
+    return dog, seen, lost, checks
 
 
-@pytest.mark.slow  # waits out real timeouts (about 6 s)
-def test_watchdog_reports_a_silent_peer_within_the_timeout_and_not_an_exited_one():
-    kv, lost0, lost1 = FakeKV(), [], []
-    dog0, dog1 = _watch(kv, 0, lost0), _watch(kv, 1, lost1)
-    time.sleep(1.5)
-    assert not lost0 and not lost1  # both alive
-    dog1.stop()  # process 1 goes silent
-    start = time.monotonic()
-    while not lost0 and time.monotonic() - start < 5:
+def _until(condition, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
         time.sleep(0.02)
-    assert lost0 and 0.9 < time.monotonic() - start < 1.6
-    assert lost0[0].startswith("cmhl_jax: lost process 1 of the 2-process run")
-    assert "\n" not in lost0[0] and "restart all processes" in lost0[0]
 
-    kv, lost0, lost1 = FakeKV(), [], []
-    dog0, dog1 = _watch(kv, 0, lost0), _watch(kv, 1, lost1)
-    time.sleep(0.3)
+
+def _checked_after(checks, when: float) -> bool:
+    """Whether the watch loop has run a check that began after `when`."""
+    return any(t > when for t, _ in checks)
+
+
+@pytest.mark.slow  # waits out real timeouts (about 10 s)
+def test_watchdog_reports_a_silent_peer_within_the_timeout_and_not_an_exited_one():
+    """Bounds on what each watchdog saw, not on wall-clock windows: a report comes more than
+    the timeout after the last heartbeat change the survivor read (it cannot come earlier),
+    and at most LATE seconds later; while heartbeats flow, and after a normal exit, checks
+    past the timeout report nothing."""
+    kv = FakeKV()
+    (dog0, seen0, lost0, checks0), (dog1, seen1, lost1, checks1) = _watch(kv, 0), _watch(kv, 1)
+    alive = time.monotonic()
+    _until(lambda: _checked_after(checks0, alive + 1.5 * WATCH_TIMEOUT), "process 0 checked")
+    _until(lambda: _checked_after(checks1, alive + 1.5 * WATCH_TIMEOUT), "process 1 checked")
+    assert not lost0 and not lost1  # both alive past the timeout
+    assert len(seen0.changed[1]) > 10 and len(seen1.changed[0]) > 10  # heartbeats flowed
+    dog1.stop()  # process 1 goes silent
+    stopped = time.monotonic()
+    _until(lambda: lost0, "process 0 reports process 1", WATCH_TIMEOUT + LATE)
+    reported, message = lost0[0]
+    last_change = seen0.changed[1][-1]
+    assert reported > stopped  # in order: silent, then reported
+    assert WATCH_TIMEOUT < reported - last_change < WATCH_TIMEOUT + LATE
+    assert message.startswith("cmhl_jax: lost process 1 of the 2-process run")
+    assert "\n" not in message and "restart all processes" in message
+    assert not lost1  # the silent process's own watchdog stopped with it
+
+    kv = FakeKV()
+    (dog0, seen0, lost0, checks0), (dog1, *_) = _watch(kv, 0), _watch(kv, 1)
+    _until(lambda: len(seen0.changed.get(1, ())) >= 3, "process 0 reads process 1's beats")
     dog1.mark_exited()  # a normal exit: not lost
     dog1.stop()
-    time.sleep(1.6)
-    assert not lost0
+    _until(lambda: seen0.values.get(1) == "exited", "process 0 reads the exit")
+    exit_seen = seen0.changed[1][-1]
+    _until(lambda: _checked_after(checks0, exit_seen + 1.5 * WATCH_TIMEOUT), "a later check")
+    assert not lost0  # checked past the timeout since the exit: nothing reported
     kv.down = True  # the coordinator dies: process 0 notices
-    time.sleep(1.6)
-    assert lost0 and "lost the coordinator" in lost0[0]
+    down = time.monotonic()
+    _until(lambda: lost0, "process 0 reports the coordinator", WATCH_TIMEOUT + LATE)
+    reported, message = lost0[0]
+    last_answer = seen0.answered[-1]
+    assert last_answer < down < reported
+    assert WATCH_TIMEOUT < reported - last_answer < WATCH_TIMEOUT + LATE
+    assert "lost the coordinator" in message
     dog0.stop()
 
 
@@ -230,12 +306,23 @@ def _two_process_args(workdir, encoder, data, port, process_id):
     )
 
 
-def _start_pair(base, workdir, encoder, data, tag):
-    port = free_port()
+def _start_pair(base, workdir, encoder, data, tag, port):
     return [
         launch(_two_process_args(workdir, encoder, data, port, i), 2, base / f"{tag}{i}.log")
         for i in range(2)
     ]
+
+
+def _checkpoint_steps(workdir: Path) -> list[int]:
+    latest = workdir / "checkpoints" / "latest"
+    return sorted(int(p.name) for p in latest.glob("*") if p.name.isdigit()) or [0]
+
+
+def _logged_steps(workdir: Path) -> list[int]:
+    """Steps of the complete train records in metrics.jsonl (a line being written is left)."""
+    path = workdir / "metrics.jsonl"
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line)["step"] for line in text.split("\n")[:-1] if '"loss"' in line]
 
 
 @pytest.mark.slow
@@ -243,24 +330,24 @@ def test_lost_process_stops_the_survivor_in_bounded_time_and_a_restart_resumes(
     tiny_encoder_dir, tiny_emotion_data, tmp_path
 ):
     workdir = tmp_path / "run"
-    procs = _start_pair(tmp_path, workdir, tiny_encoder_dir, tiny_emotion_data, "first")
-    try:
-        deadline = time.monotonic() + 300
-        latest = workdir / "checkpoints" / "latest"
-        while time.monotonic() < deadline and not (
-            latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())
-        ):
-            assert all(p.poll() is None for p in procs), (tmp_path / "first0.log").read_text()
-            time.sleep(0.5)
-        time.sleep(2)  # mid-run, past a checkpoint
-        procs[1].send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        code = procs[0].wait(timeout=FAILURE_TIMEOUT + MARGIN + 60)
-        waited = time.monotonic() - killed
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+    with reserved_port() as port:  # held until both processes are gone
+        procs = _start_pair(tmp_path, workdir, tiny_encoder_dir, tiny_emotion_data, "first", port)
+        try:
+            # Mid-run, past a checkpoint: a train record logged after the first checkpoint's
+            # step (polled, however slow the machine).
+            deadline = time.monotonic() + 300
+            while not (max(_logged_steps(workdir), default=0) > _checkpoint_steps(workdir)[0] > 0):
+                assert all(p.poll() is None for p in procs), (tmp_path / "first0.log").read_text()
+                assert time.monotonic() < deadline, "no train record past a checkpoint in 300 s"
+                time.sleep(0.2)
+            procs[1].send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            code = procs[0].wait(timeout=FAILURE_TIMEOUT + MARGIN + 60)
+            waited = time.monotonic() - killed
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
     output = (tmp_path / "first0.log").read_text()
     assert code != 0, output[-3000:]
     assert waited < FAILURE_TIMEOUT + MARGIN, f"survivor took {waited:.0f} s"
@@ -269,13 +356,14 @@ def test_lost_process_stops_the_survivor_in_bounded_time_and_a_restart_resumes(
     killed_at, _ = ckpt.read_arrays("latest")  # the last checkpoint restores
     assert 0 < killed_at < 400
 
-    procs = _start_pair(tmp_path, workdir, tiny_encoder_dir, tiny_emotion_data, "second")
-    try:
-        codes = [p.wait(timeout=600) for p in procs]
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+    with reserved_port() as port:
+        procs = _start_pair(tmp_path, workdir, tiny_encoder_dir, tiny_emotion_data, "second", port)
+        try:
+            codes = [p.wait(timeout=600) for p in procs]
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
     output = (tmp_path / "second0.log").read_text()
     assert codes == [0, 0], output[-3000:]
     assert f"resumed from step {killed_at}" in output
