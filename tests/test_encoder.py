@@ -29,7 +29,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 LENGTHS = (3, 20, 9, 14)
-UNSUPPORTED_GPT2 = r"unsupported model_type 'gpt2'; supported: bert, roberta"
+UNSUPPORTED_GPT2 = r"unsupported model_type 'gpt2'; supported: bert, roberta, mpnet"
 TINY_CONFIG = TINY  # the tiny preset's encoder shape, a 100-word vocabulary
 
 

@@ -1,9 +1,11 @@
-"""BERT / RoBERTa encoder in Flax NNX, with sequence packing and row-selective last layer."""
+"""BERT / RoBERTa / MPNet encoder in Flax NNX, with sequence packing and row-selective last
+layer."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,9 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-SUPPORTED_MODEL_TYPES = ("bert", "roberta")
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "mpnet")
 _INIT = nnx.initializers.normal(0.02)  # BERT's initializer_range
-_ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel"}
+_ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "mpnet": "MPNetModel"}
+# Model types whose positions start at pad_token_id + 1 (fairseq style).
+_PAD_OFFSET_POSITIONS = ("roberta", "mpnet")
+# MPNet's relative position buckets: transformers' MPNetEncoder always buckets with its
+# defaults (num_buckets=32, max_distance=128), whatever relative_attention_num_buckets says.
+MPNET_NUM_BUCKETS = 32
+MPNET_MAX_DISTANCE = 128
 
 
 def _check_model_type(model_type: str | None) -> None:
@@ -26,7 +34,13 @@ def _check_model_type(model_type: str | None) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
-    """Hyper-parameters of a post-LayerNorm BERT/RoBERTa encoder (HF field names)."""
+    """Hyper-parameters of a post-LayerNorm BERT/RoBERTa/MPNet encoder (HF field names).
+
+    MPNet has no token types: its ``type_vocab_size`` is always 0. Its relative attention
+    bias has ``MPNET_NUM_BUCKETS`` buckets (the only count transformers' MPNet computes), so
+    the field ``relative_attention_num_buckets`` is checked by `from_hf`, not stored (a new
+    field would change the fingerprint of every existing checkpoint).
+    """
 
     model_type: str
     vocab_size: int
@@ -44,6 +58,8 @@ class EncoderConfig:
 
     def __post_init__(self):
         _check_model_type(self.model_type)
+        if self.model_type == "mpnet":
+            object.__setattr__(self, "type_vocab_size", 0)
         if self.hidden_act != "gelu":
             raise ValueError(
                 f"unsupported hidden_act {self.hidden_act!r}; only 'gelu' (exact erf) is supported"
@@ -66,15 +82,21 @@ class EncoderConfig:
         position_type = d.get("position_embedding_type") or "absolute"
         if position_type != "absolute":
             raise ValueError(f"unsupported position_embedding_type {position_type!r}")
+        buckets = d.get("relative_attention_num_buckets", MPNET_NUM_BUCKETS)
+        if d["model_type"] == "mpnet" and buckets != MPNET_NUM_BUCKETS:
+            raise ValueError(
+                f"unsupported relative_attention_num_buckets {buckets!r}; "
+                f"MPNet supports {MPNET_NUM_BUCKETS}"
+            )
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
     def to_hf_dict(self) -> dict[str, Any]:
         """The transformers config dict of the matching ``AutoModel`` class."""
-        return {
-            **dataclasses.asdict(self),
-            "architectures": [_ARCHITECTURES[self.model_type]],
-            "position_embedding_type": "absolute",
-        }
+        d = {**dataclasses.asdict(self), "architectures": [_ARCHITECTURES[self.model_type]]}
+        if self.model_type == "mpnet":
+            del d["type_vocab_size"]
+            return d | {"relative_attention_num_buckets": MPNET_NUM_BUCKETS}
+        return d | {"position_embedding_type": "absolute"}
 
 
 def _fmix32(h: jax.Array) -> jax.Array:
@@ -209,7 +231,8 @@ def _embed(n: int, cfg: EncoderConfig, dtype, rngs: nnx.Rngs) -> nnx.Embed:
 
 
 def position_ids(segment_ids: jax.Array, model_type: str, pad_token_id: int) -> jax.Array:
-    """Per-segment positions; RoBERTa's are offset by ``pad_token_id + 1`` (padding: pad id)."""
+    """Per-segment positions; RoBERTa's and MPNet's are offset by ``pad_token_id + 1``
+    (padding: pad id)."""
     idx = jnp.arange(segment_ids.shape[1], dtype=jnp.int32)
     change = jnp.concatenate(
         [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]],
@@ -217,7 +240,7 @@ def position_ids(segment_ids: jax.Array, model_type: str, pad_token_id: int) -> 
     )
     start = jax.lax.cummax(jnp.where(change, idx, 0), axis=1)
     pos = idx - start
-    if model_type == "roberta":
+    if model_type in _PAD_OFFSET_POSITIONS:
         pos = jnp.where(segment_ids != 0, pos + pad_token_id + 1, pad_token_id)
     return pos
 
@@ -228,21 +251,53 @@ def attention_bias(q_segments: jax.Array, k_segments: jax.Array, dtype) -> jax.A
     return jnp.where(allowed, 0, jnp.finfo(dtype).min).astype(dtype)[:, None]
 
 
+def relative_position_buckets(relative_position: np.ndarray) -> np.ndarray:
+    """transformers' ``MPNetEncoder.relative_position_bucket`` (T5's bidirectional buckets,
+    32 buckets, max distance 128) in numpy, with the same float32 arithmetic.
+
+    Computed on the host for the static range of distances: the buckets are integers cut at
+    float boundaries (distance 16 is exactly bucket 10), which a device's own ``log`` could
+    round to the other side.
+    """
+    n = -np.asarray(relative_position, np.int64)
+    half = MPNET_NUM_BUCKETS // 2
+    max_exact = half // 2
+    ret = np.where(n < 0, half, 0)
+    n = np.abs(n)
+    scale = np.float32(math.log(MPNET_MAX_DISTANCE / max_exact))
+    ratio = np.maximum(n, 1).astype(np.float32) / np.float32(max_exact)
+    large = max_exact + (np.log(ratio) / scale * np.float32(half - max_exact)).astype(np.int64)
+    return ret + np.where(n < max_exact, n, np.minimum(large, half - 1))
+
+
+def relative_position_bias(table: jax.Array, segment_ids: jax.Array, dtype) -> jax.Array:
+    """MPNet's [B, heads, L, L] attention bias ``table[bucket(pos[k] - pos[q])]``.
+
+    ``pos`` restarts at 0 in every segment, so a packed text sees the distances it has when
+    encoded alone (pairs across segments are masked by `attention_bias`).
+    """
+    length = segment_ids.shape[1]
+    pos = position_ids(segment_ids, "bert", 0)
+    buckets = jnp.asarray(relative_position_buckets(np.arange(-length + 1, length)), jnp.int32)
+    relative = pos[:, None, :] - pos[:, :, None]  # [B, Q, K]: key minus query
+    values = table[...].astype(dtype)[buckets[relative + length - 1]]  # [B, Q, K, heads]
+    return jnp.transpose(values, (0, 3, 1, 2))
+
+
 class Embeddings(nnx.Module):
-    """Word + position + token-type embeddings, LayerNorm."""
+    """Word + position (+ token-type, except MPNet) embeddings, LayerNorm."""
 
     def __init__(self, cfg: EncoderConfig, dtype, rngs: nnx.Rngs):
         self.word_embeddings = _embed(cfg.vocab_size, cfg, dtype, rngs)
         self.position_embeddings = _embed(cfg.max_position_embeddings, cfg, dtype, rngs)
-        self.token_type_embeddings = _embed(cfg.type_vocab_size, cfg, dtype, rngs)
+        if cfg.model_type != "mpnet":
+            self.token_type_embeddings = _embed(cfg.type_vocab_size, cfg, dtype, rngs)
         self.layer_norm = _layer_norm(cfg, dtype, rngs)
 
     def __call__(self, input_ids, positions, token_type_ids):
-        x = (
-            self.word_embeddings(input_ids)
-            + self.position_embeddings(positions)
-            + self.token_type_embeddings(token_type_ids)
-        )
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        if token_type_ids is not None:
+            x = x + self.token_type_embeddings(token_type_ids)
         return self.layer_norm(x)
 
 
@@ -322,12 +377,16 @@ class Layer(nnx.Module):
 
 
 class Encoder(nnx.Module):
-    """BERT/RoBERTa encoder returning the last hidden state; params float32, compute ``dtype``.
+    """BERT/RoBERTa/MPNet encoder returning the last hidden state; params float32, compute
+    ``dtype``.
 
     ``matmul_dtype=jnp.bfloat16`` (with ``dtype`` float32) runs the layers' weight matmuls (the
     four attention projections and the feed-forward pair, ~97% of the FLOPs at L=64) with
     bfloat16 operands and float32 accumulation and results (`mixed_einsum`); everything else
     (embeddings, attention scores, LayerNorm, softmax, GELU, residuals) stays float32.
+
+    MPNet adds one relative position bias table [buckets, heads], shared by all layers: its
+    bias is computed once per call and added to every layer's attention scores.
     """
 
     def __init__(
@@ -340,6 +399,15 @@ class Encoder(nnx.Module):
         self.layers = nnx.List(
             [Layer(config, dtype, matmul_dtype, rngs) for _ in range(config.num_hidden_layers)]
         )
+        if config.model_type == "mpnet":
+            self.relative_attention_bias = nnx.Embed(
+                MPNET_NUM_BUCKETS,
+                config.num_attention_heads,
+                dtype=dtype,
+                param_dtype=jnp.float32,
+                embedding_init=_INIT,
+                rngs=rngs,
+            )
 
     def __call__(
         self,
@@ -355,11 +423,15 @@ class Encoder(nnx.Module):
 
         ``segment_ids`` (0 = padding, k = k-th packed text) overrides ``attention_mask``; tokens
         attend only within their own segment. Dropout is on iff ``dropout_rng`` is given.
+        MPNet has no token types: ``token_type_ids`` must be None.
         """
         cfg = self.config
         if segment_ids is None:
             segment_ids = jnp.ones_like(input_ids) if attention_mask is None else attention_mask
-        if token_type_ids is None:
+        if cfg.model_type == "mpnet":
+            if token_type_ids is not None:
+                raise ValueError("MPNet has no token types; token_type_ids must be None")
+        elif token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         positions = position_ids(segment_ids, cfg.model_type, cfg.pad_token_id)
         x = self.embeddings(input_ids, positions, token_type_ids).astype(self.dtype)
@@ -369,6 +441,10 @@ class Encoder(nnx.Module):
             keys = dropout_keys(dropout_rng, (len(self.layers) + 1, 3))
         x = _dropout(x, cfg.hidden_dropout_prob, None if keys is None else keys[-1], 0)
         bias = attention_bias(segment_ids, segment_ids, self.dtype)
+        if cfg.model_type == "mpnet":
+            bias = bias + relative_position_bias(
+                self.relative_attention_bias.embedding, segment_ids, self.dtype
+            )
         for i, layer in enumerate(self.layers):
             layer_keys = None if keys is None else keys[i]
             if output_rows is not None and i == len(self.layers) - 1:

@@ -16,14 +16,26 @@ from cmhl_jax.encoder.modeling import Encoder, EncoderConfig
 from cmhl_jax.errors import UserError
 
 _LAYER = r"encoder\.layer\.(\d+)\."
-# HF key (after the optional model prefix) -> NNX path. "(\d+)" is the layer index.
-# Linear weights are torch [out, in] and become NNX kernels [in, out] (transposed).
-_TABLE: tuple[tuple[str, str], ...] = (
+# HF key (after the optional model prefix) -> NNX path, per model type. "(\d+)" is the layer
+# index. Linear weights are torch [out, in] and become NNX kernels [in, out] (transposed).
+_EMBEDDINGS: tuple[tuple[str, str], ...] = (
     (r"embeddings\.word_embeddings\.weight", "embeddings.word_embeddings.embedding"),
     (r"embeddings\.position_embeddings\.weight", "embeddings.position_embeddings.embedding"),
-    (r"embeddings\.token_type_embeddings\.weight", "embeddings.token_type_embeddings.embedding"),
     (r"embeddings\.LayerNorm\.weight", "embeddings.layer_norm.scale"),
     (r"embeddings\.LayerNorm\.bias", "embeddings.layer_norm.bias"),
+)
+# The feed-forward half of a layer (same names in BERT, RoBERTa and MPNet).
+_FFN: tuple[tuple[str, str], ...] = (
+    (_LAYER + r"intermediate\.dense\.weight", r"layers.\1.intermediate.kernel"),
+    (_LAYER + r"intermediate\.dense\.bias", r"layers.\1.intermediate.bias"),
+    (_LAYER + r"output\.dense\.weight", r"layers.\1.output.kernel"),
+    (_LAYER + r"output\.dense\.bias", r"layers.\1.output.bias"),
+    (_LAYER + r"output\.LayerNorm\.weight", r"layers.\1.output_norm.scale"),
+    (_LAYER + r"output\.LayerNorm\.bias", r"layers.\1.output_norm.bias"),
+)
+_BERT_TABLE: tuple[tuple[str, str], ...] = (
+    *_EMBEDDINGS,
+    (r"embeddings\.token_type_embeddings\.weight", "embeddings.token_type_embeddings.embedding"),
     (_LAYER + r"attention\.self\.query\.weight", r"layers.\1.attention.query.kernel"),
     (_LAYER + r"attention\.self\.query\.bias", r"layers.\1.attention.query.bias"),
     (_LAYER + r"attention\.self\.key\.weight", r"layers.\1.attention.key.kernel"),
@@ -34,15 +46,28 @@ _TABLE: tuple[tuple[str, str], ...] = (
     (_LAYER + r"attention\.output\.dense\.bias", r"layers.\1.attention.output.bias"),
     (_LAYER + r"attention\.output\.LayerNorm\.weight", r"layers.\1.attention_norm.scale"),
     (_LAYER + r"attention\.output\.LayerNorm\.bias", r"layers.\1.attention_norm.bias"),
-    (_LAYER + r"intermediate\.dense\.weight", r"layers.\1.intermediate.kernel"),
-    (_LAYER + r"intermediate\.dense\.bias", r"layers.\1.intermediate.bias"),
-    (_LAYER + r"output\.dense\.weight", r"layers.\1.output.kernel"),
-    (_LAYER + r"output\.dense\.bias", r"layers.\1.output.bias"),
-    (_LAYER + r"output\.LayerNorm\.weight", r"layers.\1.output_norm.scale"),
-    (_LAYER + r"output\.LayerNorm\.bias", r"layers.\1.output_norm.bias"),
+    *_FFN,
 )
+# MPNet: no token types; attention "attn.q/k/v/o"; one relative position bias table
+# [buckets, heads] shared by all layers.
+_MPNET_TABLE: tuple[tuple[str, str], ...] = (
+    *_EMBEDDINGS,
+    (_LAYER + r"attention\.attn\.q\.weight", r"layers.\1.attention.query.kernel"),
+    (_LAYER + r"attention\.attn\.q\.bias", r"layers.\1.attention.query.bias"),
+    (_LAYER + r"attention\.attn\.k\.weight", r"layers.\1.attention.key.kernel"),
+    (_LAYER + r"attention\.attn\.k\.bias", r"layers.\1.attention.key.bias"),
+    (_LAYER + r"attention\.attn\.v\.weight", r"layers.\1.attention.value.kernel"),
+    (_LAYER + r"attention\.attn\.v\.bias", r"layers.\1.attention.value.bias"),
+    (_LAYER + r"attention\.attn\.o\.weight", r"layers.\1.attention.output.kernel"),
+    (_LAYER + r"attention\.attn\.o\.bias", r"layers.\1.attention.output.bias"),
+    (_LAYER + r"attention\.LayerNorm\.weight", r"layers.\1.attention_norm.scale"),
+    (_LAYER + r"attention\.LayerNorm\.bias", r"layers.\1.attention_norm.bias"),
+    *_FFN,
+    (r"encoder\.relative_attention_bias\.weight", "relative_attention_bias.embedding"),
+)
+_TABLES = {"bert": _BERT_TABLE, "roberta": _BERT_TABLE, "mpnet": _MPNET_TABLE}
 # Model prefixes of task checkpoints (BertForMaskedLM, RobertaForSequenceClassification, ...).
-_PREFIX = r"(?:bert\.|roberta\.)?"
+_PREFIX = r"(?:bert\.|roberta\.|mpnet\.)?"
 # Legacy TF-era LayerNorm names.
 _LEGACY = ((r"LayerNorm\.gamma$", "LayerNorm.weight"), (r"LayerNorm\.beta$", "LayerNorm.bias"))
 # Not encoder weights: pooler (kept aside for export), buffers, task heads.
@@ -55,7 +80,10 @@ _IGNORED_PREFIXES = (
     "classifier.",
 )
 _POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
-_COMPILED = tuple((re.compile(_PREFIX + hf), nnx_path) for hf, nnx_path in _TABLE)
+_COMPILED = {
+    model_type: tuple((re.compile(_PREFIX + hf), nnx_path) for hf, nnx_path in table)
+    for model_type, table in _TABLES.items()
+}
 
 # Pooler weights of loaded checkpoints, re-exported by save_pretrained (unused by the encoder).
 _POOLERS: weakref.WeakKeyDictionary[Encoder, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
@@ -70,8 +98,8 @@ def _strip_prefix(key: str) -> str:
     return re.sub(r"^" + _PREFIX, "", key)
 
 
-def _nnx_path(hf_key: str) -> str | None:
-    for pattern, template in _COMPILED:
+def _nnx_path(hf_key: str, model_type: str) -> str | None:
+    for pattern, template in _COMPILED[model_type]:
         if match := pattern.fullmatch(hf_key):
             return match.expand(template)
     return None
@@ -100,7 +128,7 @@ def load_hf_state(
             pooler[stripped] = np.asarray(value, np.float32)
         if stripped.startswith(_IGNORED_PREFIXES):
             continue
-        path = _nnx_path(name)
+        path = _nnx_path(name, encoder.config.model_type)
         if path not in params:
             problems.append(f"unexpected checkpoint key {key!r}")
             continue
@@ -158,7 +186,8 @@ def read_state_dict(model_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray]
     )
 
 
-# transformers' BertConfig / RobertaConfig defaults: `save_pretrained` omits fields equal to them.
+# transformers' BertConfig / RobertaConfig / MPNetConfig defaults: `save_pretrained` omits
+# fields equal to them.
 HF_CONFIG_DEFAULTS = {
     "bert": {
         "vocab_size": 30522,
@@ -179,6 +208,9 @@ HF_CONFIG_DEFAULTS["roberta"] = HF_CONFIG_DEFAULTS["bert"] | {
     "vocab_size": 50265,
     "pad_token_id": 1,
 }
+HF_CONFIG_DEFAULTS["mpnet"] = {
+    k: v for k, v in HF_CONFIG_DEFAULTS["bert"].items() if k != "type_vocab_size"
+} | {"vocab_size": 30527, "pad_token_id": 1, "relative_attention_num_buckets": 32}
 
 
 def read_config(model_dir: str | os.PathLike) -> EncoderConfig:
@@ -204,7 +236,7 @@ def read_config(model_dir: str | os.PathLike) -> EncoderConfig:
 def _hf_tensors(encoder: Encoder) -> dict[str, np.ndarray]:
     params = _params(encoder)
     tensors = {}
-    for hf, nnx_path in _TABLE:
+    for hf, nnx_path in _TABLES[encoder.config.model_type]:
         layers = range(encoder.config.num_hidden_layers) if "(\\d+)" in hf else [None]
         for i in layers:
             key = hf.replace("(\\d+)", str(i)).replace("\\.", ".")
