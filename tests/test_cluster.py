@@ -172,9 +172,10 @@ class FakeKV:
 
 class Seen:
     """One watchdog's view of a FakeKV, with the times (time.monotonic) of what it saw:
-    `changed[peer]`, its answered reads that showed a new heartbeat value of `peer`; `answered`,
-    its reads that the store answered. The watchdog takes its own clock after each read, so a
-    read recorded here at t is one it holds as seen at t or later."""
+    `changed[peer]`, its answered reads that showed a new heartbeat value of `peer` (the key's
+    last part, e.g. "1"); `answered`, its reads that the store answered. The watchdog takes its
+    own clock after each read, so a read recorded here at t is one it holds as seen at t or
+    later."""
 
     def __init__(self, kv: FakeKV):
         self.kv, self.values, self.changed, self.answered = kv, {}, {}, []
@@ -187,7 +188,7 @@ class Seen:
         entries = self.kv.key_value_dir_get(prefix)  # raises when the store is down
         self.answered.append(now)
         for key, value in entries:
-            peer = int(key.rsplit("/", 1)[-1])
+            peer = key.rsplit("/", 1)[-1]
             if self.values.get(peer) != value:
                 self.values[peer] = value
                 self.changed.setdefault(peer, []).append(now)
@@ -245,12 +246,12 @@ def test_watchdog_reports_a_silent_peer_within_the_timeout_and_not_an_exited_one
     _until(lambda: _checked_after(checks0, alive + 1.5 * WATCH_TIMEOUT), "process 0 checked")
     _until(lambda: _checked_after(checks1, alive + 1.5 * WATCH_TIMEOUT), "process 1 checked")
     assert not lost0 and not lost1  # both alive past the timeout
-    assert len(seen0.changed[1]) > 10 and len(seen1.changed[0]) > 10  # heartbeats flowed
+    assert len(seen0.changed["1"]) > 10 and len(seen1.changed["0"]) > 10  # heartbeats flowed
     dog1.stop()  # process 1 goes silent
     stopped = time.monotonic()
     _until(lambda: lost0, "process 0 reports process 1", WATCH_TIMEOUT + LATE)
     reported, message = lost0[0]
-    last_change = seen0.changed[1][-1]
+    last_change = seen0.changed["1"][-1]
     assert reported > stopped  # in order: silent, then reported
     assert WATCH_TIMEOUT < reported - last_change < WATCH_TIMEOUT + LATE
     assert message.startswith("cmhl_jax: lost process 1 of the 2-process run")
@@ -259,11 +260,11 @@ def test_watchdog_reports_a_silent_peer_within_the_timeout_and_not_an_exited_one
 
     kv = FakeKV()
     (dog0, seen0, lost0, checks0), (dog1, *_) = _watch(kv, 0), _watch(kv, 1)
-    _until(lambda: len(seen0.changed.get(1, ())) >= 3, "process 0 reads process 1's beats")
+    _until(lambda: len(seen0.changed.get("1", ())) >= 3, "process 0 reads process 1's beats")
     dog1.mark_exited()  # a normal exit: not lost
     dog1.stop()
-    _until(lambda: seen0.values.get(1) == "exited", "process 0 reads the exit")
-    exit_seen = seen0.changed[1][-1]
+    _until(lambda: seen0.values.get("1") == "exited", "process 0 reads the exit")
+    exit_seen = seen0.changed["1"][-1]
     _until(lambda: _checked_after(checks0, exit_seen + 1.5 * WATCH_TIMEOUT), "a later check")
     assert not lost0  # checked past the timeout since the exit: nothing reported
     kv.down = True  # the coordinator dies: process 0 notices

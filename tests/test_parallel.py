@@ -9,6 +9,7 @@ device. This file is also that subprocess's script:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -93,6 +94,45 @@ def _train(config, workdir: Path) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _recording_resume():
+    """Records what a `train_and_evaluate` run inside the block starts from: the step and the
+    host parameters `loop.restore_or_start` returns, and the step of its "resumed from step N"
+    log line (None when it logs none)."""
+    import logging
+    import re
+
+    import jax
+
+    from cmhl_jax import loop
+
+    restored = {"step": None, "params": None, "logged": None}
+    original = loop.restore_or_start
+
+    def recording(trainer, host_state):
+        host_state, run = original(trainer, host_state)
+        restored.update(step=int(run.step), params=jax.device_get(host_state.params))
+        return host_state, run
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            found = re.match(r"resumed from step (\d+)", record.getMessage())
+            if found:
+                restored["logged"] = int(found.group(1))
+
+    logger, handler = logging.getLogger("cmhl_jax"), Handler(logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    loop.restore_or_start = recording
+    try:
+        yield restored
+    finally:
+        loop.restore_or_start = original
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def worker(encoder_dir: str, data_dir: str, packing: str, out: str) -> None:
     """Trains with `train_and_evaluate` in single, pmap and mesh mode (NUM_STEPS steps, a
     checkpoint, one more step) and writes the max |diff| of each mode to single; then resumes a
@@ -100,7 +140,6 @@ def worker(encoder_dir: str, data_dir: str, packing: str, out: str) -> None:
     import shutil
 
     import jax
-    import numpy as np
 
     from cmhl_jax import data as data_lib
 
@@ -121,7 +160,9 @@ def worker(encoder_dir: str, data_dir: str, packing: str, out: str) -> None:
     for kind in ("latest", "best"):
         shutil.rmtree(resumed_dir / "checkpoints" / kind / str(NUM_STEPS + 1), ignore_errors=True)
     config.parallel.mode = "mesh"
-    resumed = _train(config, resumed_dir)
+    with _recording_resume() as restored:
+        resumed = _train(config, resumed_dir)
+    initial = _initial_params(config)
 
     # The batches' text counts per device (8 devices, one row each).
     examples, tokenizer, token_ids = _train_split(config, encoder_dir)
@@ -138,8 +179,14 @@ def worker(encoder_dir: str, data_dir: str, packing: str, out: str) -> None:
         "texts_per_device": [b["text_mask"].sum(1).tolist() for b in batches],
         "texts_per_row": int(batches[0]["text_mask"].shape[1]),
         "resume_pmap_to_mesh": _max_diff(resumed["end"]["params"], runs["pmap"]["end"]["params"]),
-        "resumed_from": int(np.asarray(resumed["mid"]["step"])),
-        "moved": _max_diff(runs["single"]["mid"]["params"], _initial_params(config)),
+        "resumed_end_step": resumed["summary"]["step"],
+        # What the resumed run started from: the step and parameters restore_or_start gave
+        # the loop, and the step its log line names.
+        "resumed_from": restored["step"],
+        "resumed_from_logged": restored["logged"],
+        "restored_vs_checkpoint": _max_diff(restored["params"], runs["pmap"]["mid"]["params"]),
+        "restored_vs_initial": _max_diff(restored["params"], initial),
+        "moved": _max_diff(runs["single"]["mid"]["params"], initial),
         "losses": {m: r["losses"] for m, r in runs.items()},
         "steps": {m: r["summary"]["step"] for m, r in runs.items()},
     }
@@ -269,8 +316,18 @@ def test_a_batch_of_fewer_texts_than_devices_gets_the_single_device_update(
 @pytest.mark.parametrize("packing", ["unpacked", "packed"])
 def test_checkpoint_from_pmap_resumes_in_mesh_mode(parallel_reports, packing):
     """The pmap run's checkpoint after NUM_STEPS steps, resumed by `train_and_evaluate` in mesh
-    mode: one more step there gives the parameters of one more step in pmap mode."""
-    assert parallel_reports[packing]["resume_pmap_to_mesh"] <= ATOL
+    mode: one more step there gives the parameters of one more step in pmap mode.
+
+    A resume, not a retrain (which in mesh mode would end on the same parameters): the run
+    started from step NUM_STEPS, said so, with the checkpoint's parameters (bitwise), which are
+    not the initial ones a fresh start has; and it ended one step later."""
+    report = parallel_reports[packing]
+    assert report["resumed_from"] == NUM_STEPS, report
+    assert report["resumed_from_logged"] == NUM_STEPS, report
+    assert report["restored_vs_checkpoint"] == 0.0, report
+    assert report["restored_vs_initial"] > 1e-3, report
+    assert report["resumed_end_step"] == NUM_STEPS + 1, report
+    assert report["resume_pmap_to_mesh"] <= ATOL, report
 
 
 if __name__ == "__main__":
