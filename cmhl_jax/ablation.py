@@ -48,6 +48,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -265,17 +266,24 @@ def train_worker(workdir: Path, device: str | None) -> None:
         )
 
 
-def train_runs(runs: list[Run], configs: dict, *, parallel_runs: int = 1, devices=None) -> None:
-    """Trains the runs that need it (no complete record and no finished workdir)."""
+def train_runs(
+    runs: list[Run], configs: dict, *, parallel_runs: int = 1, devices=None, scored=None
+) -> None:
+    """Trains the runs that need it (no complete record and no finished workdir); `scored(run)`
+    is called as soon as each run is trained, so its record is written (and can be committed)
+    while the next one trains."""
     pending = [r for r in runs if not is_trained(r.workdir)]
+    scored = scored or (lambda run: None)
     for run in pending:
         _store_config(run, configs[run])
     if parallel_runs <= 1:
         for i, run in enumerate(pending):
             log.info("train %s (%d/%d) in %s", run.name, i + 1, len(pending), run.workdir)
             train_in_process(configs[run], run.workdir)
+            scored(run)
         return
     slots: queue.Queue = queue.Queue()
+    scoring = threading.Lock()
     for k in range(parallel_runs):
         slots.put(devices[k % len(devices)] if devices else str(k))
 
@@ -286,6 +294,8 @@ def train_runs(runs: list[Run], configs: dict, *, parallel_runs: int = 1, device
             train_worker(run.workdir, device)
         finally:
             slots.put(device)
+        with scoring:  # one evaluation at a time in this process
+            scored(run)
 
     with concurrent.futures.ThreadPoolExecutor(parallel_runs) as pool:
         failures = [f.exception() for f in [pool.submit(work, r) for r in pending]]
@@ -635,7 +645,13 @@ def ablate(argv: list[str]) -> None:
         if run not in todo:
             log.info("skip %s: scored in %s", run.name, run.record)
     devices = _DEVICES.value
-    train_runs(todo, configs, parallel_runs=_PARALLEL_RUNS.value, devices=devices)
+    train_runs(
+        todo,
+        configs,
+        parallel_runs=_PARALLEL_RUNS.value,
+        devices=devices,
+        scored=lambda run: score_run(run, configs[run], splits),
+    )
     records = {run: score_run(run, configs[run], splits) for run in runs}
     from cmhl_jax.tasks import make_task
 

@@ -262,19 +262,27 @@ def write_eval_plots(
     bins: int = 15,
     variant: str = "sum",
 ) -> list[Path]:
-    """The evaluation plots of one split: `<prefix>.confusion.png`, `.reliability.png`,
-    `.coactivation.png`; with affect `tables` (emotion task) `.hinge.png`; with a `gate`
-    output `.gate.png`; and `.curves.png` when a metrics.jsonl is given."""
+    """The evaluation plots of one split: `<prefix>.confusion.png` (single-label: `labels`
+    [N] of class ids), `.reliability.png` (multi-label, `labels` [N, C] multi-hot: over every
+    (text, label) decision at 0.5, as `metrics.multilabel_ece`), `.coactivation.png`; with
+    affect `tables` (emotion task) `.hinge.png`; with a `gate` output `.gate.png`; and
+    `.curves.png` when a metrics.jsonl is given."""
     from cmhl_jax.metrics import confusion_matrix
 
     prefix = str(out_prefix)
     names = list(class_names)
     scores = np.asarray(probs[primary])
     labels = np.asarray(labels)
-    matrix = confusion_matrix(labels, scores.argmax(-1), len(names))
-    paths = [
-        plot_confusion_matrix(matrix, names, f"{prefix}.confusion.png"),
-        plot_reliability(scores, labels, f"{prefix}.reliability.png", bins=bins),
+    paths = []
+    if labels.ndim == 1:
+        matrix = confusion_matrix(labels, scores.argmax(-1), len(names))
+        paths.append(plot_confusion_matrix(matrix, names, f"{prefix}.confusion.png"))
+        reliability = scores, labels
+    else:  # each (text, label) a binary decision: probabilities (1 - p, p), gold 0 / 1
+        flat = scores.reshape(-1)
+        reliability = np.stack([1 - flat, flat], -1), (labels.reshape(-1) > 0).astype(int)
+    paths += [
+        plot_reliability(*reliability, f"{prefix}.reliability.png", bins=bins),
         plot_coactivation(
             coactivation_matrix(scores),
             names,

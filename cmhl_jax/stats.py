@@ -73,18 +73,27 @@ def scores_from_confusions(confusions: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def per_text_inputs(labels, probs, positive_ids, negative_ids, threshold: float, bins=ECE_BINS):
-    """What the bootstrap needs of one run, from its probabilities [N, C]: predictions, the
-    contradiction indicator (`metrics.contradiction_rate`) and each text's ECE bin and
-    confidence-minus-correct gap (`metrics.expected_calibration_error`)."""
+def classification_inputs(labels, probs, bins=ECE_BINS) -> dict:
+    """What the bootstrap needs of one single-label run, from its probabilities [N, C]:
+    predictions and each text's ECE bin and confidence-minus-correct gap
+    (`metrics.expected_calibration_error`)."""
     probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
     confidence, preds = probs.max(-1), probs.argmax(-1)
     return {
         "preds": preds,
-        "contradicted": (probs[:, positive_ids].max(-1) >= threshold)
-        & (probs[:, negative_ids].max(-1) >= threshold),
         "ece_bin": _ece_bins(confidence, bins),
         "ece_gap": confidence - (preds == labels),
+    }
+
+
+def per_text_inputs(labels, probs, positive_ids, negative_ids, threshold: float, bins=ECE_BINS):
+    """`classification_inputs` and the contradiction indicator
+    (`metrics.contradiction_rate`) of an emotion run."""
+    probs = np.asarray(probs, np.float64)
+    return {
+        **classification_inputs(labels, probs, bins),
+        "contradicted": (probs[:, positive_ids].max(-1) >= threshold)
+        & (probs[:, negative_ids].max(-1) >= threshold),
     }
 
 

@@ -15,10 +15,10 @@ workdirs=${2:-runs/goemotions_ablation}
 shift $(($# < 2 ? $# : 2))  # the rest: more ablation flags
 
 # ce_only (the reference, built in): loss.alpha=0, loss.beta=0, loss.lam=0 = BCE on the emotion
-# head only. cmhl_sum: BCE + 0.5 * valence BCE + 0.4 * exclusivity (sum form, adaptive tau).
-# Extra arms (not in the default 3x2 budget), e.g.:
-#   --arm aux_valence=loss.lam=0 --arm cmhl_min=loss.variant=min
+# head only. valence_aux: + the valence head (alpha 0.5, per text), no exclusivity. cmhl: the
+# shipped configs/goemotions_minilm.py setting (valence head + min-form hinge, tau0 0.6).
 python -m cmhl_jax.ablation --config configs/goemotions_minilm.py --out docs/goemotions \
-  --workdirs "$workdirs" --seeds 3 --arms ce_only,cmhl_sum \
+  --workdirs "$workdirs" --seeds 3 --arms ce_only \
+  --arm valence_aux=loss.lam=0 --arm cmhl=loss.variant=min \
   --config.data.local_dir="$data" --config.parallel.mode=single \
   --config.num_epochs=3 --config.model.matmul_dtype=bfloat16 "$@"

@@ -524,3 +524,53 @@ def test_exclusivity_activity_script_counts_texts_past_tau(tmp_path, capsys):
     row = capsys.readouterr().out.splitlines()[-1]
     assert row.startswith("| `cmhl_sum` | 0 | 33.33 | ")
     assert row.endswith("| 3.0e-01, 0.0e+00 | 0.0000, 0.0000 | 0.0000, 0.0000 |")
+
+
+def test_average_precision_equals_scikit_learn():
+    """Per label, micro (all pairs) and with integer text weights (= repeated texts); ties
+    (probabilities rounded to 0.05) are one threshold, as in scikit-learn."""
+    from sklearn.metrics import average_precision_score
+
+    from cmhl_jax.metrics import average_precision
+
+    labels, probs = _random_run(2)
+    probs = np.round(probs * 20) / 20
+    ap = average_precision(probs, labels)
+    present = labels.any(0)
+    assert present.sum() > 20 and np.isnan(ap[~present]).all()
+    for k in np.flatnonzero(present):
+        assert ap[k] == pytest.approx(average_precision_score(labels[:, k], probs[:, k]))
+    micro = average_precision(probs.reshape(-1, 1), labels.reshape(-1, 1))[0]
+    assert micro == pytest.approx(average_precision_score(labels.ravel(), probs.ravel()))
+    counts = np.random.default_rng(3).integers(0, 3, len(labels))
+    weighted = average_precision(probs, labels, counts[None, :].astype(float))[0]
+    repeated = np.repeat(np.arange(len(labels)), counts)
+    for k in np.flatnonzero(labels[repeated].any(0)):
+        expected = average_precision_score(labels[repeated, k], probs[repeated, k])
+        assert weighted[k] == pytest.approx(expected)
+
+
+def test_records_take_any_number_of_labels_per_text():
+    """A trained model predicts 0, 1 or several labels per text: ragged lists in records."""
+    task = make_task(config_for())
+    probs = np.full((3, 28), 0.1, np.float32)
+    probs[1, E["joy"]] = 0.9
+    probs[2, [E["joy"], E["anger"], E["gratitude"]]] = 0.8
+    records = task.records({"emotion": probs, "valence": np.full((3, 4), 0.2)})
+    assert [r["labels"] for r in records] == [[], ["joy"], ["anger", "gratitude", "joy"]]
+    assert [r["valence_labels"] for r in records] == [[], [], []]
+
+
+def test_eval_applies_the_dev_tuned_thresholds_to_another_split():
+    """With the selected checkpoint's dev report as reference, tuned F1 uses its thresholds."""
+    task = make_task(config_for())
+    labels, probs = _random_run(4, n=200)
+    dev = task.report({"emotion": probs}, labels)
+    assert dev["thresholds_tuned_on"] == "this split"
+    other_labels, other_probs = _random_run(5, n=200)
+    other = task.report({"emotion": other_probs}, other_labels, reference=dev)
+    assert other["thresholds_tuned_on"] == "validation"
+    assert other["tuned_thresholds"] == dev["tuned_thresholds"]
+    gold = other_labels > 0
+    expected = multilabel_scores(gold, other_probs >= np.asarray(dev["tuned_thresholds"]), E)
+    assert other["tuned_macro_f1"] == pytest.approx(expected["macro_f1"])

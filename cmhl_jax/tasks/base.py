@@ -84,18 +84,9 @@ class Task:
     # Extra per-text fields from the probabilities, e.g. the emotion task's consistency score.
     record_extras: Callable[[dict], dict[str, np.ndarray]] | None = None
     # The report metrics of the ablation table (`cmhl_jax.ablation`), mean ± sd over seeds.
-    table_metrics: tuple[str, ...] = (
-        "accuracy",
-        "macro_f1",
-        "weighted_f1",
-        "contradiction_rate",
-        "ece",
-    )
+    table_metrics: tuple[str, ...] = ("accuracy", "macro_f1", "weighted_f1", "ece")
     # What the ablation table's task-specific metrics mean (one sentence or two).
-    table_note: str = (
-        "Contradiction: share of texts with both a positive and a negative emotion >= "
-        "eval.contradiction_threshold. ECE: 15 bins."
-    )
+    table_note: str = "ECE: equal-width confidence bins (eval.ece_bins)."
     # (primary probabilities [N, C], labels) -> per-text arrays for the ablation's paired
     # bootstrap (`stats.per_text_inputs`, `stats.multilabel_inputs`); None: no bootstrap CIs.
     bootstrap_inputs: Callable[[np.ndarray, np.ndarray], dict] | None = None

@@ -120,5 +120,10 @@ def make_task(config) -> Task:
         ),
         tables=tables,
         record_extras=consistency if positive_ids and negative_ids else None,
+        table_metrics=("accuracy", "macro_f1", "weighted_f1", "contradiction_rate", "ece"),
+        table_note=(
+            "Contradiction: share of texts with both a positive and a negative emotion >= "
+            "eval.contradiction_threshold. ECE: equal-width confidence bins (eval.ece_bins)."
+        ),
         bootstrap_inputs=bootstrap_inputs,
     )

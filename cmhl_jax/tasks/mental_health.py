@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from cmhl_jax import stats
 from cmhl_jax.config import ConfigError
 from cmhl_jax.heads import apply_heads, init_heads
 from cmhl_jax.losses import weighted_cross_entropy
@@ -341,6 +342,10 @@ def make_task(config) -> Task:
         ),
         head_labels={"final": classes, "primary": classes, "intensity": levels},
         selection_metric=config.checkpoint.metric,
+        table_metrics=("accuracy", "macro_f1", "weighted_f1", "ece"),
+        bootstrap_inputs=lambda probs, labels: stats.classification_inputs(
+            labels, probs, config.eval.ece_bins
+        ),
         summary_metrics=(
             "accuracy",
             "macro_f1",
