@@ -16,3 +16,4 @@ python -m cmhl_jax.ablation --config configs/emotion_minilm.py --out docs/ablati
   --workdirs runs/ablation_full/runs --seeds 5 --arms ce_only,aux_heads,cmhl_sum \
   --test "$data/isear/test4.txt" "$@" \
   --config.data.local_dir="$data/emotion" --config.parallel.mode=single --config.num_epochs=3
+python -m cmhl_jax.ablation --readme docs/emotion.md --readme_block ablation-full --from docs/ablation/full

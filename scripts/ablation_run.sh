@@ -12,4 +12,4 @@ python -m cmhl_jax.ablation --config configs/emotion_minilm.py --out "$out" --se
   --config.data.local_dir="$data" --config.max_steps=100 --config.parallel.mode=single
 mkdir -p docs/ablation
 cp "$out"/ablation.md "$out"/ablation.csv "$out"/ablation_runs.csv "$out"/*.png docs/ablation/
-python -m cmhl_jax.ablation --readme README.md --from "$out"
+python -m cmhl_jax.ablation --readme docs/research.md --from "$out"

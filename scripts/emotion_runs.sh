@@ -24,4 +24,4 @@ python scripts/results_table.py --out docs/results_emotion.md \
   --run "CMHL (sum), packed=$runs/emotion_minilm_cmhl_s0" \
   --run "CE only, packed=$runs/emotion_minilm_ce_s0" \
   --run "CMHL (sum), unpacked buckets=$runs/emotion_minilm_cmhl_unpacked_s0"
-python -m cmhl_jax.docs --readme README.md --name results-emotion --from docs/results_emotion.md
+python -m cmhl_jax.docs --readme docs/emotion.md --name results-emotion --from docs/results_emotion.md

@@ -25,5 +25,5 @@ python scripts/results_table.py --out docs/results_mental_health.md \
   --command "bash scripts/mental_health_runs.sh $data $runs $epochs" \
   --run "gated multi-head (paper)=$runs/swmh_minilm_gated_s0" \
   --run "CE-only single head=$runs/swmh_minilm_ce_single_head_s0"
-python -m cmhl_jax.docs --readme README.md --name results-mental-health \
+python -m cmhl_jax.docs --readme docs/mental_health.md --name results-mental-health \
   --from docs/results_mental_health.md
