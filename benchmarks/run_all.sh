@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The CPU benchmark runs behind docs/benchmarks.md, then the report (~40 min on 2 quiet cores).
+# The CPU benchmark runs behind docs/benchmarks.md, then the report (~60 min on 2 quiet cores).
 #   bash benchmarks/run_all.sh            (EPOCH_LIMIT=N: first N training texts, default all)
-# Results go to benchmarks/results/<vendor>-<family>-<model>/ (one directory per CPU; the
-# first machine's files stay in benchmarks/results/), so every CPU's results are kept.
+# Results go to benchmarks/results/<vendor>-<family>-<model>/, one file per benchmark: a run
+# replaces its CPU's file of the same name. MPNet (--model mpnet) is run separately.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -11,14 +11,18 @@ mkdir -p "$R"
 EPOCH_LIMIT=${EPOCH_LIMIT:-0}
 $PY benchmarks/throughput.py --model minilm --batch 32 --seq 64 --steps 20 \
   --json $R/throughput_minilm_b32_l64.json
+$PY benchmarks/throughput.py --model minilm --batch 32 --seq 64 --steps 20 --dtype bfloat16 \
+  --json $R/throughput_minilm_b32_l64_bf16.json
 $PY benchmarks/throughput.py --model roberta-base-random --batch 8 --seq 64 --steps 5 \
   --json $R/throughput_roberta-base-random_b8_l64.json
-$PY benchmarks/profile_step.py --model minilm --batch 32 --seq 64 \
-  --json $R/profile_minilm_b32_l64.json
-$PY benchmarks/loss_bench.py --batch 256 --step-json $R/throughput_minilm_b32_l64.json \
-  --json $R/loss.json
-$PY benchmarks/epoch.py --limit "$EPOCH_LIMIT" \
-  --frameworks jax,torch,torch_grouped,torch_grouped_compile,hf_trainer --json $R/epoch_minilm.json
+$PY benchmarks/matmul_probe.py --torch --rounds 10 --json $R/matmul_probe.json
+for P in fp32 bf16; do
+  SUFFIX=$([ $P = bf16 ] && echo _bf16 || true)
+  $PY benchmarks/epoch.py --limit "$EPOCH_LIMIT" --precision $P \
+    --frameworks jax,torch_grouped,hf_trainer --json $R/epoch_minilm$SUFFIX.json
+done
+$PY benchmarks/epoch.py --limit "$EPOCH_LIMIT" --frameworks jax,torch,torch_grouped_compile \
+  --torch-compile-shapes dynamic --json $R/epoch_minilm_reference.json
 $PY benchmarks/epoch.py --limit "$EPOCH_LIMIT" --no-pack --frameworks jax \
   --json $R/epoch_minilm_buckets.json
 $PY benchmarks/report.py --results benchmarks/results --out docs/benchmarks.md

@@ -19,10 +19,12 @@ pytest.importorskip("transformers")
 
 @pytest.mark.slow
 def test_throughput_json_keys(tmp_path):
+    """The MPNet path (a tiny random MPNet of all-mpnet-base-v2's vocabulary), with each
+    framework's whole-child and train-step peak memory."""
     out = tmp_path / "t.json"
     env = dict(os.environ, CMHL_BENCH_CACHE=str(tmp_path / "models"))
     cmd = [
-        sys.executable, str(BENCH / "throughput.py"), "--model", "tiny", "--batch", "4",
+        sys.executable, str(BENCH / "throughput.py"), "--model", "mpnet-tiny", "--batch", "4",
         "--seq", "16", "--steps", "2", "--warmup", "1", "--roof-n", "256",
         "--frameworks", "jax,torch_eager", "--memory", "child", "--settle-ms", "5",
         "--json", str(out), "--md", str(tmp_path / "t.md"),
@@ -40,36 +42,20 @@ def test_throughput_json_keys(tmp_path):
             "train_gflops",
             "train_roof_share",
             "first_step_s",
+            "train_step_peak_mb",
         ):
             assert result[name][key] > 0, (name, key)
+        e = result[name]
+        assert e["train_step_peak_mb"] <= e["peak_memory_mb"] + 1e-6
+        expected = e["train_step_peak_mb"] - e["memory"]["rss_after_setup_mb"]
+        assert e["train_step_added_mb"] == pytest.approx(expected)
+    assert result["meta"]["model"] == "mpnet-tiny"
     assert result["jax"]["executed_gflop_per_step"] > 0
     assert result["ratios"]["train_jax_over_torch_eager"] > 0
     assert result["meta"]["cores"] >= 1
     assert result["meta"]["settle_ms"] == 5
-    assert "| jax |" in (tmp_path / "t.md").read_text()
-
-
-@pytest.mark.slow
-def test_loss_bench_matrix_equals_loop():
-    sys.path.insert(0, str(BENCH))
-    import loss_bench
-
-    r = loss_bench.measure(16, reps=2)
-    for variant in ("loop_jit", "loop_eager"):
-        assert r["agreement"][variant]["loss_abs_diff"] < 1e-5
-        assert r["agreement"][variant]["grad_max_abs_diff"] < 1e-5
-    assert r["matrix_jit_ms"] > 0
-
-
-def test_op_categories():
-    sys.path.insert(0, str(BENCH))
-    from profile_step import op_category
-
-    assert op_category("ynn_fusion", "jvp(blh,hnd->bnld)/dot_general") == "matmul (forward)"
-    assert op_category("dot", "transpose(jvp())/transpose") == "matmul (backward)"
-    assert op_category("add_select_fusion", "jit(_where)/select_n").startswith("AdamW")
-    assert op_category("copy_bitcast_fusion", "jvp()/reshape") == "copies and transposes"
-    assert op_category("multiply_erf_fusion", "jvp()/erf").startswith("elementwise")
+    md = (tmp_path / "t.md").read_text()
+    assert "| jax |" in md and "train step peak MB (+ over setup)" in md
 
 
 def test_matmul_floor_counts_each_weight_matmul_of_the_step():
@@ -86,15 +72,16 @@ def test_matmul_floor_counts_each_weight_matmul_of_the_step():
         assert matmul_probe.matmul_floor_ms(flops, tokens) == pytest.approx(expected)
 
 
-def _epoch_result(name, precision, texts, frameworks):
-    """A minimal epoch.py result: {framework: (jax / it, macro-F1 jax - it, extra fields)}."""
+def _epoch_result(name, precision, texts, frameworks, model=None, share=0.39):
+    """A minimal epoch.py result: {framework: (jax / it, macro-F1 jax - it, extra fields)}
+    (``model`` None: a file written before epoch.py recorded it, i.e. MiniLM)."""
     ratios, out = {}, {}
     for fw, (ratio, f1, extra) in frameworks.items():
         ratios[f"epoch_time_jax_over_{fw}"] = ratio
         ratios[f"macro_f1_jax_minus_{fw}"] = f1
         out[fw] = extra
-    meta = {"precision": precision, "train_texts": texts}
-    return name, {"meta": meta, "jax": {"flop_limit_share": 0.39}, "ratios": ratios, **out}
+    meta = {"precision": precision, "train_texts": texts} | ({"model": model} if model else {})
+    return name, {"meta": meta, "jax": {"flop_limit_share": share}, "ratios": ratios, **out}
 
 
 def test_targets_take_missing_baselines_from_the_cpus_other_epoch_files():
@@ -124,11 +111,13 @@ def test_targets_take_missing_baselines_from_the_cpus_other_epoch_files():
             ),
             _epoch_result("epoch_minilm_bf16.json", "bf16", 16000, {"torch": (0.1, 0.0, {})}),
             _epoch_result("epoch_minilm_small.json", "fp32", 4000, {"hf_trainer": (0.5, 0, {})}),
+            # another model's epoch: never a MiniLM target
+            _epoch_result("epoch_mpnet.json", "fp32", 16000, {"hf_trainer": (0.7, 0, {})}, "mpnet"),
         ]
     )
     runs = full_epochs(files, "fp32")
     assert [r["meta"]["train_texts"] for r in runs] == [16000, 16000]
-    cells = target_cells(None, runs, None)
+    cells = target_cells(None, runs)
     assert cells["epoch time vs torch_grouped (HF length-grouped order)"].startswith("1.02x")
     # torch.compile: the faster of its shape modes, i.e. the larger JAX / it ratio, named
     compiled = cells["epoch time vs torch_grouped_compile"]
@@ -139,26 +128,6 @@ def test_targets_take_missing_baselines_from_the_cpus_other_epoch_files():
     assert _pause({"settle_ms": 20.0}) == " (20 ms pause before each)"
     assert _pause({"settle_ms": 0}) == " (back to back)"
     assert "before the pause" in _pause({})
-
-
-@pytest.mark.slow
-def test_profile_step_traces_ops(tmp_path):
-    out = tmp_path / "p.json"
-    env = dict(os.environ, CMHL_BENCH_CACHE=str(tmp_path / "models"))
-    cmd = [
-        sys.executable, str(BENCH / "profile_step.py"), "--model", "tiny", "--batch", "4",
-        "--seq", "16", "--steps", "2", "--trace-steps", "1", "--json", str(out),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ops = json.loads(out.read_text())["ops"]
-    assert ops["op_category_ms"]["matmul (forward)"] > 0
-    assert ops["op_category_ms"]["matmul (backward)"] > 0
-    assert abs(sum(ops["op_category_ms"].values()) - ops["sum_of_op_ms"]) < 1e-6
-    assert ops["top_ops"] and all(o["ms"] > 0 for o in ops["top_ops"])
-    # the NaN guard's cond spans the optimizer's ops: only the ops inside it are counted
-    assert any(o["jax_op"].startswith("cond/") for o in ops["top_ops"])
-    assert not {o["kind"] for o in ops["top_ops"]} & {"cond", "conditional", "while"}
 
 
 def test_epoch_grouped_order_and_stepper():
@@ -220,3 +189,132 @@ def test_epoch_frameworks_json(tmp_path):
     assert r["meta"]["precision"] == "bf16"
     assert r["meta"]["settle_ms"] == 20  # the default pause before each update
     assert r["ratios"]["epoch_time_jax_over_hf_trainer"] > 0
+
+
+def test_mpnet_is_a_model_choice_of_both_benchmarks():
+    sys.path.insert(0, str(BENCH))
+    import common
+    import epoch
+
+    assert {"mpnet", "mpnet-tiny"} <= set(common.MODELS)
+    assert common.PRETRAINED["mpnet"] == "pypi:all-mpnet-base-v2"  # what the configs load
+    assert common.RANDOM_MODELS["mpnet-tiny"]["model_type"] == "mpnet"
+    # MPNet's <s> is token 0, as RoBERTa's; BERT's [CLS] is 101
+    for model_type, first in (("mpnet", 0), ("roberta", 0), ("bert", 101)):
+        batch = common.fixed_batch({"model_type": model_type, "vocab_size": 30527}, 2, 8)
+        assert (batch["input_ids"][:, 0] == first).all()
+    args = epoch.parse_args(["--model", "mpnet", "--frameworks", "jax,hf_trainer"])
+    assert args.model == "mpnet" and args.names == ["jax", "hf_trainer"]
+    assert common.preset(epoch.PRESETS["mpnet"]).model.encoder == "pypi:all-mpnet-base-v2"
+    with pytest.raises(SystemExit):
+        epoch.parse_args(["--model", "roberta"])
+
+
+def _throughput_result(model, step_memory=True):
+    """A minimal throughput.py result of JAX and torch eager."""
+
+    def entry(ms, peak):
+        e = {
+            "train_step_ms": {"median": ms, "min": ms, "max": ms},
+            "train_samples_per_s": 32e3 / ms,
+            "train_samples_per_s_min": 32e3 / ms,
+            "train_samples_per_s_max": 32e3 / ms,
+            "train_tokens_per_s": 64 * 32e3 / ms,
+            "infer_samples_per_s": 100.0,
+            "infer_samples_per_s_min": 90.0,
+            "infer_samples_per_s_max": 110.0,
+            "first_step_s": 1.0,
+            "peak_memory_mb": peak,
+            "roof_gflops": 200.0,
+            "train_gflops": 150.0,
+            "train_roof_share": 0.75,
+        }
+        if step_memory:
+            e |= {"train_step_peak_mb": peak - 100, "train_step_added_mb": 250.0}
+        return e
+
+    meta = {
+        "model": model, "batch": 32, "seq": 64, "dtype": "float32", "device": "cpu",
+        "cpu": "Test CPU (family 6, model 1)", "cpu_vendor": "Test", "cpu_family": "6",
+        "cpu_model": "1", "cores": 2, "date": "today", "torch_version": "t", "jax_version": "j",
+        "torch_threads": 2, "jax_backend": "cpu", "allocator": "jemalloc", "steps": 3,
+        "warmup": 1, "settle_ms": 20, "command": "python benchmarks/throughput.py", "python": "3",
+    }  # fmt: skip
+    ratios = {
+        "train_jax_over_torch_eager": 1.4,
+        "infer_jax_over_torch_eager": 1.6,
+        "memory_jax_over_torch_eager": 1.1,
+    }
+    return {
+        "meta": meta,
+        "jax": entry(500, 1100),
+        "torch_eager": entry(700, 1000),
+        "ratios": ratios,
+    }
+
+
+def test_report_shows_mpnet_targets_and_train_step_memory():
+    sys.path.insert(0, str(BENCH))
+    import report
+
+    files = {
+        "throughput_minilm_b32_l64.json": _throughput_result("minilm", step_memory=False),
+        "throughput_mpnet_b32_l64.json": _throughput_result("mpnet"),
+    }
+    name, epoch_mpnet = _epoch_result(
+        "epoch_mpnet.json", "fp32", 16000, {"torch_grouped": (0.9, 0.001, {})}, "mpnet", 0.55
+    )
+    files[name] = epoch_mpnet
+    groups = {"Test CPU": files}
+    main = "throughput_minilm_b32_l64.json"
+    mpnet = report.model_targets(groups, "mpnet", main)
+    assert mpnet.startswith("## Targets (CPU, MPNet (base size), B=32, L=64 unless stated)")
+    # the MPNet targets come from the MPNet files only: its step ratio and its FLOP-limit share
+    assert "| train step vs torch eager | >= 1.3x | 1.40x (met) |" in mpnet
+    assert "| JAX epoch share of the FLOP limit | >= 70% | 55% (**missed**) |" in mpnet
+    assert "epoch time vs torch_grouped (HF length-grouped order) | <= 0.75x | 0.90x" in mpnet
+    minilm = report.model_targets(groups, "minilm", main)
+    assert "| JAX epoch share of the FLOP limit | >= 70% | not measured |" in minilm
+    # no MPNet results anywhere: no MPNet table
+    del files["throughput_mpnet_b32_l64.json"], files["epoch_mpnet.json"]
+    assert report.model_targets(groups, "mpnet", main) is None
+    # the train-step memory column appears only in the result that has it
+    minilm_md = report.throughput_md(files["throughput_minilm_b32_l64.json"])
+    mpnet_md = report.throughput_md(_throughput_result("mpnet"))
+    assert "train step peak MB" not in minilm_md
+    assert "train step peak MB (+ over setup)" in mpnet_md and "| 1,000 (+250) |" in mpnet_md
+    intro = report._epoch_intro(epoch_mpnet["meta"] | _EPOCH_META)
+    assert intro[0] == "### One epoch, MPNet, 16000 training texts, 32 texts/update, fp32"
+
+
+_EPOCH_META = {
+    "batch_texts": 32, "cpu": "Test CPU", "cores": 2, "date": "today", "loadavg_1m_at_end": 1.0,
+    "mean_tokens": 22.3, "max_tokens": 87, "command": "python benchmarks/epoch.py --model mpnet",
+}  # fmt: skip
+
+
+def test_report_keeps_the_hand_written_text_of_the_page(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    import report
+
+    out = tmp_path / "b.md"
+    report.write_doc(out, "generated 1")
+    assert out.read_text().startswith("# Benchmarks") and "generated 1" in out.read_text()
+    out.write_text(out.read_text().replace(report.END, report.END + "\n\nBy hand.") + "More.\n")
+    report.write_doc(out, "generated 2")
+    text = out.read_text()
+    assert "generated 2" in text and "generated 1" not in text
+    assert text.endswith("By hand.\nMore.\n")
+
+
+def test_docs_tables_are_the_committed_results():
+    """docs/benchmarks.md's generated block is what report.py makes of benchmarks/results."""
+    sys.path.insert(0, str(BENCH))
+    import report
+
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    block = doc.split(report.BEGIN)[1].split(report.END)[0].strip()
+    expected = "\n\n".join(
+        report.generated_sections(BENCH / "results", "throughput_minilm_b32_l64.json")
+    )
+    assert block == expected.strip()
