@@ -3,23 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import logging
 
 __version__ = "0.1.0"
-
-
-class _NoTorchNotice(logging.Filter):
-    """Drops transformers' import-time "PyTorch was not found" notice: cmhl-jax runs its models
-    in JAX and uses transformers for tokenizers and configs only, which need no PyTorch."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("PyTorch was not found")
-
-
-# On the "transformers" logger itself (the notice is logged there when transformers is first
-# imported, which is after this); other transformers messages are untouched.
-if not any(isinstance(f, _NoTorchNotice) for f in logging.getLogger("transformers").filters):
-    logging.getLogger("transformers").addFilter(_NoTorchNotice())
 
 # Public names, imported on first use so that `import cmhl_jax` stays cheap.
 _EXPORTS = {

@@ -133,11 +133,21 @@ def user_errors(prog: str):
         sys.exit(1)
 
 
+class _NoTorchNotice(logging.Filter):
+    """Drops transformers' import-time "PyTorch was not found" notice: cmhl-jax runs its models
+    in JAX and uses transformers for tokenizers and configs only, which need no PyTorch."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("PyTorch was not found")
+
+
 def setup_logging() -> None:
     """INFO lines on stderr in one format. Imports (absl via orbax) may already have put their
     own handlers on the root logger at WARNING, which would make basicConfig a no-op and hide
     INFO lines ("resumed from step"): those plain stderr handlers are replaced, while handlers
-    installed by others (pytest's caplog, files) are kept."""
+    installed by others (pytest's caplog, files) are kept. Transformers' "PyTorch was not
+    found" notice is dropped (the commands import transformers later, when they load a
+    tokenizer)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if type(handler).__name__ == "ABSLHandler" or (
@@ -151,3 +161,7 @@ def setup_logging() -> None:
     # Each retry of an unreachable Hub is a warning, twice; what failed is reported once, as
     # the command's one-line error.
     logging.getLogger("huggingface_hub.utils._http").setLevel(logging.ERROR)
+    # On the "transformers" logger itself; its other messages are untouched.
+    transformers_log = logging.getLogger("transformers")
+    if not any(isinstance(f, _NoTorchNotice) for f in transformers_log.filters):
+        transformers_log.addFilter(_NoTorchNotice())

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import jax
+from jax._src import distributed as jax_distributed
 
 from cmhl_jax.errors import UserError
 
@@ -87,9 +88,7 @@ def setup_distributed(parallel_cfg) -> PeerWatchdog | None:
 def _coordination_client():
     """The coordination-service client that `jax.distributed.initialize` connected (jax keeps
     it in `jax._src.distributed.global_state`; Orbax and multihost_utils use it the same way)."""
-    from jax._src import distributed
-
-    client = distributed.global_state.client
+    client = jax_distributed.global_state.client
     if client is None:
         raise RuntimeError("jax.distributed is not initialized")
     return client
@@ -134,6 +133,10 @@ class PeerWatchdog:
         self._last_contact = now  # the last answered round trip to the coordinator
         self._exited: set[int] = set()
         self._stop = threading.Event()
+        # Set by mark_exited; checked under `_writing` before each heartbeat write, so that no
+        # beat count overwrites "exited" (a peer would then count this process as lost).
+        self._marked_exited = threading.Event()
+        self._writing = threading.Lock()
         self._beats = 0
         self._threads: list[threading.Thread] = []
 
@@ -148,22 +151,32 @@ class PeerWatchdog:
         self._stop.set()
 
     def mark_exited(self) -> None:
-        """Tells the peers that this process ends normally. The watchdog of this process keeps
-        running, so that a process stuck in the shutdown barrier of a run with a dead peer
-        still exits within the timeout, with the message."""
-        try:
-            self.client.key_value_set(
-                f"{_HEARTBEAT_DIR}{self.process_id}", _EXITED, allow_overwrite=True
-            )
-        except Exception:  # noqa: BLE001, S110 - the coordinator may be gone already
-            pass
+        """Tells the peers that this process ends normally: its heartbeat reads "exited" from
+        now on (the heartbeat thread writes no more beats). The heartbeat thread still reads
+        the peers' heartbeats and the watchdog keeps running, so that a process stuck in the
+        shutdown barrier of a run with a dead peer still exits within the timeout, with the
+        message."""
+        with self._writing:
+            self._marked_exited.set()
+            try:
+                self.client.key_value_set(
+                    f"{_HEARTBEAT_DIR}{self.process_id}", _EXITED, allow_overwrite=True
+                )
+            except Exception:  # noqa: BLE001, S110 - the coordinator may be gone already
+                pass
+
+    def _beat(self, key: str) -> None:
+        """Writes the next beat count, unless mark_exited has run."""
+        with self._writing:
+            if not self._marked_exited.is_set():
+                self._beats += 1
+                self.client.key_value_set(key, str(self._beats), allow_overwrite=True)
 
     def _beat_loop(self) -> None:
         key = f"{_HEARTBEAT_DIR}{self.process_id}"
         while not self._stop.is_set():
             try:
-                self._beats += 1
-                self.client.key_value_set(key, str(self._beats), allow_overwrite=True)
+                self._beat(key)
                 entries = self.client.key_value_dir_get(_HEARTBEAT_DIR)
             except Exception:  # noqa: BLE001 - an unreachable coordinator: the watch loop acts
                 self._stop.wait(self.interval_s)

@@ -16,6 +16,7 @@ from etils import epath
 
 from cmhl_jax import cli
 from cmhl_jax.evaluate import evaluate_split, load_trained, write_predictions
+from cmhl_jax.plots import write_eval_plots
 from cmhl_jax.runtime import ensure_fast_runtime
 
 FLAGS = flags.FlagValues()
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = cli.prog_name("eval.py")
     if rest := cli.parse(FLAGS, argv, prog, __doc__):
         cli.usage_error(prog, f"unexpected arguments: {' '.join(rest)}")
-    ensure_fast_runtime()  # jemalloc and XLA flags, before the first computation
+    ensure_fast_runtime()  # a fast allocator (mimalloc or jemalloc), XLA flags: before computing
     cli.setup_logging()
     with cli.user_errors(prog):
         trained = load_trained(_WORKDIR.value, _CHECKPOINT.value)
@@ -61,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     output.write_text(json.dumps(report, indent=2))
     write_predictions(predictions, trained, examples, probs)
     if _PLOTS.value:
-        from cmhl_jax.plots import write_eval_plots
-
         plots = write_eval_plots(
             output.with_suffix(""),
             probs,

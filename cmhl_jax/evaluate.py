@@ -15,8 +15,9 @@ from cmhl_jax import data as data_lib
 from cmhl_jax.affect import AffectTables
 from cmhl_jax.checkpoint import Checkpoints
 from cmhl_jax.model import ModelDef, build_model
+from cmhl_jax.parallel import Parallel
 from cmhl_jax.paths import workdir_path
-from cmhl_jax.step import Parallel, init_train_state, make_optimizer, predict_step
+from cmhl_jax.step import init_train_state, make_optimizer, predict_step
 from cmhl_jax.tasks import Task, make_task
 
 
@@ -117,7 +118,7 @@ def evaluate_split(trained: TrainedModel, spec: str, *, batch_size: int | None =
     )
     probs = predict_all(
         parallel,
-        parallel.put_params(trained.params),
+        parallel.put(trained.params),
         token_ids,
         examples.labels,
         batch_size=batch_size or config.eval_batch_size,

@@ -1,6 +1,5 @@
-"""Export a trained workdir to a portable folder, and import it back.
-
-    python -m cmhl_jax.export --workdir runs/minilm --out exports/minilm [--checkpoint best]
+"""Export a trained workdir to a portable folder, and import it back: the library of the
+`cmhl-export` command (`cmhl_jax.export_cli`).
 
 The export folder holds:
 
@@ -18,25 +17,21 @@ predicts with it.
 from __future__ import annotations
 
 import json
-import logging
-import sys
 import tempfile
 from pathlib import Path
 
 import ml_collections
 import numpy as np
-from absl import flags
 from etils import epath
+from flax import nnx
+from safetensors.numpy import load_file, save_file
 
-from cmhl_jax import cli
 from cmhl_jax.config import to_json
-from cmhl_jax.evaluate import TrainedModel, load_trained
+from cmhl_jax.encoder import save_pretrained
+from cmhl_jax.evaluate import TrainedModel
 from cmhl_jax.model import build_model
 from cmhl_jax.paths import is_local
-from cmhl_jax.runtime import ensure_fast_runtime
 from cmhl_jax.tasks import make_task
-
-log = logging.getLogger("cmhl_jax")
 
 FORMAT = "cmhl-jax-export"
 VERSION = 1
@@ -82,11 +77,6 @@ def export(trained: TrainedModel, out_dir: str | Path) -> epath.Path:
 
 
 def _export_local(trained: TrainedModel, out_dir: Path) -> Path:
-    from flax import nnx
-    from safetensors.numpy import save_file
-
-    from cmhl_jax.encoder import save_pretrained
-
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = nnx.merge(trained.model_def.graphdef, trained.params["encoder"])
     save_pretrained(encoder, trained.tokenizer, out_dir)
@@ -115,8 +105,6 @@ def _export_local(trained: TrainedModel, out_dir: Path) -> Path:
 def load_export(export_dir: str | Path) -> TrainedModel:
     """Rebuilds the model of an export folder (encoder from its HF files, heads from
     heads.safetensors)."""
-    from safetensors.numpy import load_file
-
     export_dir = Path(export_dir)
     meta_path = export_dir / META_FILE
     if not meta_path.is_file():
@@ -146,24 +134,9 @@ def load_export(export_dir: str | Path) -> TrainedModel:
     )
 
 
-FLAGS = flags.FlagValues()
-_WORKDIR = flags.DEFINE_string("workdir", None, "a training workdir", flag_values=FLAGS)
-_OUT = flags.DEFINE_string("out", None, "export folder", flag_values=FLAGS)
-_CHECKPOINT = cli.define_checkpoint_flag(FLAGS)
-flags.mark_flags_as_required(["workdir", "out"], flag_values=FLAGS)
+if __name__ == "__main__":  # python -m cmhl_jax.export
+    import sys
 
+    from cmhl_jax.export_cli import main
 
-def main(argv: list[str] | None = None) -> int:
-    """The `cmhl-export` command."""
-    if rest := cli.parse(FLAGS, argv, "cmhl-export", __doc__):
-        cli.usage_error("cmhl-export", f"unexpected arguments: {' '.join(rest)}")
-    ensure_fast_runtime()
-    cli.setup_logging()
-    with cli.user_errors("cmhl-export"):
-        out = export(load_trained(_WORKDIR.value, _CHECKPOINT.value), _OUT.value)
-    print(json.dumps({"export_dir": str(out), "files": sorted(p.name for p in out.iterdir())}))
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

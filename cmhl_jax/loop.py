@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cmhl_jax import data as data_lib
+from cmhl_jax.augment import augment_texts, wordnet_synonyms
 from cmhl_jax.checkpoint import Checkpoints
 from cmhl_jax.cluster import WorkdirLock, setup_distributed
 from cmhl_jax.config import ConfigError, to_json, validate_config
@@ -33,8 +34,9 @@ from cmhl_jax.errors import UserError
 from cmhl_jax.evaluate import predict_all
 from cmhl_jax.metrics_log import MetricsWriter
 from cmhl_jax.model import ModelDef, build_model
+from cmhl_jax.parallel import Parallel
 from cmhl_jax.paths import is_local, workdir_path
-from cmhl_jax.step import Parallel, init_train_state, make_optimizer, predict_step, train_step
+from cmhl_jax.step import init_train_state, make_optimizer, predict_step, train_step
 from cmhl_jax.tasks import EarlyStopping, Task, fit_data_statistics, make_task
 
 log = logging.getLogger("cmhl_jax")
@@ -262,8 +264,6 @@ class TrainData:
         return self._plans.pop(epoch) if augmenting else self._plans[epoch]
 
     def _augmented_ids(self, epoch: int) -> list:
-        from cmhl_jax.augment import augment_texts, wordnet_synonyms
-
         augment_cfg = self.config.augment
         synonyms = None
         if augment_cfg.synonym_p:
@@ -468,7 +468,7 @@ def build_trainer(config, workdir: Path, task: Task, is_main: bool):
     # config.json (which eval.py rebuilds the model from) untouched.
     if is_main:
         (workdir / "config.json").write_text(to_json(config))
-    return trainer, parallel.put_state(host_state), run
+    return trainer, parallel.put(host_state), run
 
 
 # ------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from etils import epath
 
+from cmhl_jax.metrics import confusion_matrix, expected_calibration_error
+
 
 def _pyplot():
     try:
@@ -104,8 +106,9 @@ def plot_confusion_matrix(
     return _save(fig, out)
 
 
-def reliability_bins(probs, labels, bins: int = 15) -> dict[str, np.ndarray]:
-    """Per equal-width confidence bin: count, mean confidence, accuracy (nan if empty)."""
+def reliability_bins(probs, labels, bins: int) -> dict[str, np.ndarray]:
+    """Per equal-width confidence bin (`bins` of them: the config's eval.ece_bins): count, mean
+    confidence, accuracy (nan if empty)."""
     probs, labels = np.asarray(probs), np.asarray(labels)
     confidence = probs.max(-1)
     correct = probs.argmax(-1) == labels
@@ -119,10 +122,8 @@ def reliability_bins(probs, labels, bins: int = 15) -> dict[str, np.ndarray]:
     return {"edges": edges, "count": count, "confidence": conf, "accuracy": acc}
 
 
-def plot_reliability(probs, labels, out: str | Path, *, bins: int = 15) -> Path:
+def plot_reliability(probs, labels, out: str | Path, *, bins: int) -> Path:
     """Reliability diagram: accuracy against confidence per bin, with the ECE."""
-    from cmhl_jax.metrics import expected_calibration_error
-
     plt = _pyplot()
     stats = reliability_bins(probs, labels, bins)
     ece = expected_calibration_error(np.asarray(probs), np.asarray(labels), bins)
@@ -259,7 +260,7 @@ def write_eval_plots(
     primary: str = "emotion",
     tables=None,
     metrics_path=None,
-    bins: int = 15,
+    bins: int,
     variant: str = "sum",
 ) -> list[Path]:
     """The evaluation plots of one split: `<prefix>.confusion.png` (single-label: `labels`
@@ -267,8 +268,6 @@ def write_eval_plots(
     (text, label) decision at 0.5, as `metrics.multilabel_ece`), `.coactivation.png`; with
     affect `tables` (emotion task) `.hinge.png`; with a `gate` output `.gate.png`; and
     `.curves.png` when a metrics.jsonl is given."""
-    from cmhl_jax.metrics import confusion_matrix
-
     prefix = str(out_prefix)
     names = list(class_names)
     scores = np.asarray(probs[primary])

@@ -1,20 +1,13 @@
-"""Predict emotions for raw texts with a trained workdir or an export folder.
-
-    python -m cmhl_jax.predict --workdir runs/minilm "i feel great" "so angry right now"
-    python -m cmhl_jax.predict --workdir runs/minilm --input texts.txt --output preds.jsonl
-    python -m cmhl_jax.predict --export exports/minilm --input - < texts.txt
-
-One JSON object a line: text, emotion, confidence, probabilities (per emotion), valence and
-intensity (with their probabilities), and consistency (`metrics.consistency_score`: 1 = no
-positive/negative contradiction). `--input` reads one text a line (UTF-8; a line that is not
-valid UTF-8 is an error naming it, or is decoded with U+FFFD replacements under
-`--encoding_errors replace`).
-
-Python:
+"""Predict emotions for raw texts with a trained workdir or an export folder: the library of
+the `cmhl-predict` command (`cmhl_jax.predict_cli`).
 
     from cmhl_jax.predict import Predictor
     predictor = Predictor.from_workdir("runs/minilm")      # or Predictor.from_export(DIR)
     predictor.predict(["i feel great"])  # -> [{"text": ..., "emotion": "joy", ...}]
+
+One dict per text: text, emotion, confidence, probabilities (per emotion), valence and
+intensity (with their probabilities), and consistency (`metrics.consistency_score`: 1 = no
+positive/negative contradiction).
 
 Texts go through `cmhl_jax.data` (tokenise, length buckets or packing, fixed batch rows), so
 every batch has one of a few static shapes and each is compiled once.
@@ -23,31 +16,20 @@ every batch has one of a few static shapes and each is compiled once.
 from __future__ import annotations
 
 import functools
-import json
-import logging
-import sys
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
-from absl import flags
 
-from cmhl_jax import cli
 from cmhl_jax import data as data_lib
-from cmhl_jax.errors import UserError
-from cmhl_jax.runtime import ensure_fast_runtime
-
-log = logging.getLogger("cmhl_jax")
+from cmhl_jax.evaluate import load_trained, predict_all
+from cmhl_jax.export import load_export
+from cmhl_jax.parallel import Parallel
+from cmhl_jax.step import predict_step
 
 # Characters kept before tokenising: the first max_length tokens of any text that is not
 # mostly whitespace or control characters come from far fewer characters than this.
 DEFAULT_MAX_CHARS = 20_000
 CHUNK_TEXTS = 8192  # texts tokenised and scored per call (bounds host memory)
-
-
-class InputError(UserError, ValueError):
-    """An input text or file that cannot be read; the message names the line."""
 
 
 def clean_text(text, *, max_chars: int = DEFAULT_MAX_CHARS, truncation: str = "head") -> str:
@@ -82,8 +64,6 @@ class Predictor:
     """Batched inference of a trained CMHL model on raw texts."""
 
     def __init__(self, trained, *, batch_size: int | None = None, max_chars=DEFAULT_MAX_CHARS):
-        from cmhl_jax.step import Parallel, predict_step
-
         self.trained = trained
         self.config = trained.config
         self.task = trained.task
@@ -95,18 +75,14 @@ class Predictor:
         self.parallel = Parallel(
             "single", predict_fn=functools.partial(predict_step, model_def=trained.model_def)
         )
-        self.params = self.parallel.put_params(trained.params)
+        self.params = self.parallel.put(trained.params)
 
     @classmethod
     def from_workdir(cls, workdir, checkpoint: str | int = "best", **kwargs) -> Predictor:
-        from cmhl_jax.evaluate import load_trained
-
         return cls(load_trained(workdir, checkpoint), **kwargs)
 
     @classmethod
     def from_export(cls, export_dir, **kwargs) -> Predictor:
-        from cmhl_jax.export import load_export
-
         return cls(load_export(export_dir), **kwargs)
 
     @property
@@ -116,8 +92,6 @@ class Predictor:
 
     def predict_arrays(self, texts: Sequence) -> dict[str, np.ndarray]:
         """Every model output for `texts`, in order: {"emotion": [N, C], ...}."""
-        from cmhl_jax.evaluate import predict_all
-
         data_cfg = self.config.data
         cleaned = [
             clean_text(t, max_chars=self.max_chars, truncation=data_cfg.truncation) for t in texts
@@ -161,107 +135,9 @@ class Predictor:
         return self.records(texts, self.predict_arrays(texts))
 
 
-# ------------------------------------------------------------------------------------------
-# Command line
+if __name__ == "__main__":  # python -m cmhl_jax.predict
+    import sys
 
+    from cmhl_jax.predict_cli import main
 
-def read_lines(path: str, errors: str = "strict") -> list[str]:
-    """One text per line (`\\n`, `\\r\\n` or `\\r`); UTF-8 (BOM dropped). With
-    errors="strict" a line that is not UTF-8 raises InputError naming it; "replace" decodes
-    it with U+FFFD."""
-    raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    lines = []
-    for number, line in enumerate(raw.splitlines(), start=1):
-        encoding = "utf-8-sig" if number == 1 else "utf-8"
-        try:
-            lines.append(line.decode(encoding))
-        except UnicodeDecodeError as err:
-            if errors != "replace":
-                raise InputError(
-                    f"{path}:{number}: not valid UTF-8 (byte {err.start} of the line); "
-                    "fix the file or pass --encoding_errors replace"
-                ) from None
-            lines.append(line.decode(encoding, errors="replace"))
-    return lines
-
-
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def write_jsonl(records: Iterable[dict], stream) -> int:
-    count = 0
-    for record in records:
-        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-        count += 1
-    return count
-
-
-FLAGS = flags.FlagValues()
-_WORKDIR = flags.DEFINE_string("workdir", None, "a training workdir", flag_values=FLAGS)
-_EXPORT = flags.DEFINE_string("export", None, "an export folder (cmhl-export)", flag_values=FLAGS)
-_CHECKPOINT = cli.define_checkpoint_flag(FLAGS)
-_INPUT = flags.DEFINE_string(
-    "input", None, "file with one text a line ('-': stdin)", flag_values=FLAGS
-)
-_OUTPUT = flags.DEFINE_string(
-    "output", None, "JSON-lines output file (default: stdout)", flag_values=FLAGS
-)
-_ENCODING_ERRORS = flags.DEFINE_enum(
-    "encoding_errors",
-    "strict",
-    ["strict", "replace"],
-    "a non-UTF-8 line in --input: strict = error naming the line, replace = U+FFFD",
-    flag_values=FLAGS,
-)
-_BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", None, "rows per batch", lower_bound=1, flag_values=FLAGS
-)
-_MAX_CHARS = flags.DEFINE_integer(
-    "max_chars", DEFAULT_MAX_CHARS, "characters kept per text", flag_values=FLAGS
-)
-flags.mark_flags_as_mutual_exclusive(["workdir", "export"], required=True, flag_values=FLAGS)
-
-
-def _load_predictor() -> Predictor:
-    kwargs = dict(batch_size=_BATCH_SIZE.value, max_chars=_MAX_CHARS.value)
-    if _WORKDIR.value:
-        return Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, **kwargs)
-    return Predictor.from_export(_EXPORT.value, **kwargs)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The `cmhl-predict` command: the texts given as arguments or in --input, one JSON
-    object a line."""
-    texts = cli.parse(FLAGS, argv, "cmhl-predict", __doc__)
-    if bool(texts) == bool(_INPUT.value):
-        cli.usage_error("cmhl-predict", "give texts as arguments or --input FILE (not both)")
-    ensure_fast_runtime()
-    cli.setup_logging()
-    with cli.user_errors("cmhl-predict"):
-        if _INPUT.value:
-            texts = read_lines(_INPUT.value, _ENCODING_ERRORS.value)
-        predictor = _load_predictor()
-    out = open(_OUTPUT.value, "w", encoding="utf-8") if _OUTPUT.value else sys.stdout  # noqa: SIM115
-    start, count = time.perf_counter(), 0
-    try:
-        for chunk in _chunks(texts, CHUNK_TEXTS):
-            count += write_jsonl(predictor.predict(chunk), out)
-            out.flush()
-    finally:
-        if _OUTPUT.value:
-            out.close()
-    seconds = time.perf_counter() - start
-    log.info(
-        "%d texts in %.1f s (%.0f texts/min, %d compiled shapes)",
-        count,
-        seconds,
-        60 * count / max(seconds, 1e-9),
-        predictor.compiles,
-    )
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -64,12 +64,12 @@ def cpu_fields() -> dict[str, str]:
     return fields
 
 
-def _has_avx512() -> bool:
-    return "avx512f" in cpu_fields().get("flags", "").split()
-
-
-# Elementwise code in 512-bit vectors where the CPU has them (XLA's default is 256).
-XLA_CPU_FLAGS = ("--xla_cpu_prefer_vector_width=512",) if _has_avx512() else ()
+def xla_cpu_flags() -> tuple[str, ...]:
+    """The XLA flags for this CPU: elementwise code in 512-bit vectors where the CPU has
+    AVX-512 (XLA's default is 256)."""
+    if "avx512f" in cpu_fields().get("flags", "").split():
+        return ("--xla_cpu_prefer_vector_width=512",)
+    return ()
 
 
 def find_jemalloc() -> str | None:
@@ -93,7 +93,7 @@ def fast_runtime_env(env: dict[str, str]) -> dict[str, str]:
     """The environment with the fast-runtime settings added (unchanged if already there)."""
     env = dict(env)
     flags = env.get("XLA_FLAGS", "")
-    for flag in XLA_CPU_FLAGS:
+    for flag in xla_cpu_flags():
         if flag.split("=")[0] not in flags:
             flags = f"{flags} {flag}".strip()
     env["XLA_FLAGS"] = flags

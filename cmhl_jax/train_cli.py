@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = cli.prog_name("train.py")
     if rest := cli.parse(FLAGS, argv, prog, __doc__):
         cli.usage_error(prog, f"unexpected arguments: {' '.join(rest)}")
-    ensure_fast_runtime()  # jemalloc and XLA flags, before the first computation
+    ensure_fast_runtime()  # a fast allocator (mimalloc or jemalloc), XLA flags: before computing
     cli.setup_logging()
     with cli.user_errors(prog):
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)

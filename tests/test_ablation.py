@@ -11,8 +11,10 @@ import pytest
 import research_helpers as helpers
 
 from cmhl_jax import ablation, stats
+from cmhl_jax.config import load_config
 from cmhl_jax.docs import markers
 from cmhl_jax.metrics import classification_scores
+from cmhl_jax.tasks import make_task
 
 NUM_CLASSES = 6
 
@@ -81,6 +83,7 @@ def test_mean_sd_and_formatting():
 
 
 def test_summary_table_has_mean_sd_and_ci_columns(labels):
+    metrics = make_task(load_config(helpers.ROOT / "configs" / "tiny.py")).table_metrics
     arms = ablation.build_arms(["ce_only", "cmhl_sum"], [])
     results = {}
     for seed in range(2):
@@ -88,16 +91,16 @@ def test_summary_table_has_mean_sd_and_ci_columns(labels):
             preds = _noisy_preds(labels, accuracy, seed * 7 + len(arm))
             scores = classification_scores(labels, preds, [str(i) for i in range(NUM_CLASSES)])
             results[(arm, seed)] = {
-                **{m: scores.get(m, 0.1) for m in ablation.TABLE_METRICS},
+                **{m: scores.get(m, 0.1) for m in metrics},
                 "labels": labels,
                 "preds": preds,
             }
     rows = ablation.summarize(
-        results, arms, num_classes=NUM_CLASSES, resamples=300, bootstrap_seed=0
+        results, arms, num_classes=NUM_CLASSES, resamples=300, bootstrap_seed=0, metrics=metrics
     )
     assert [r["arm"] for r in rows] == ["ce_only", "cmhl_sum"]
     assert rows[1]["macro_f1_low"] > 0 and rows[1]["paired_seeds"] == 2
-    table = ablation.markdown_table(rows, split="val")
+    table = ablation.markdown_table(rows, split="val", metrics=metrics)
     assert "accuracy" in table and "macro-F1" in table and "ECE" in table
     assert "[95% CI]" in table and "±" in table and "reference" in table
 

@@ -13,7 +13,8 @@ from conftest import tiny_config
 
 from cmhl_jax.checkpoint import CheckpointModelMismatchError, Checkpoints
 from cmhl_jax.model import build_model
-from cmhl_jax.step import Parallel, init_train_state, make_optimizer
+from cmhl_jax.parallel import Parallel
+from cmhl_jax.step import init_train_state, make_optimizer
 from cmhl_jax.tasks import make_task
 
 
@@ -150,17 +151,17 @@ def test_other_head_layout_is_refused(setup, tmp_path):
 
 def test_pmap_state_restores_into_mesh_mode(setup, tmp_path):
     """Saved from a pmap (replicated, leading device axis) state via Parallel.get_state,
-    restored into the host layout and placed with put_state in mesh mode.
+    restored into the host layout and placed with put in mesh mode.
     (The 8-device version, with a step after the restore, is in test_parallel.py.)"""
     model_def, fresh, trained = setup
     pmap = Parallel("pmap")
-    device_state = pmap.put_state(trained)
+    device_state = pmap.put(trained)
     assert device_state.params["heads"]["emotion"]["kernel"].shape[0] == pmap.num_devices
     checkpoints = Checkpoints(tmp_path, keep_best=2, metric="macro_f1")
     checkpoints.save(2, pmap.get_state(device_state), meta_for(model_def))
     restored, _ = checkpoints.restore("latest", fresh, fingerprint=model_def.fingerprint())
     mesh = Parallel("mesh")
-    mesh_state = mesh.put_state(restored)
+    mesh_state = mesh.put(restored)
     leaves_equal(mesh.get_state(mesh_state), trained)
     kernel = mesh_state.params["heads"]["emotion"]["kernel"]
     assert kernel.sharding.is_equivalent_to(mesh.replicated, kernel.ndim)

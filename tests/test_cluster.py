@@ -234,6 +234,44 @@ def _checked_after(checks, when: float) -> bool:
     return any(t > when for t, _ in checks)
 
 
+class PausingKV(FakeKV):
+    """A FakeKV whose next heartbeat write of `key` waits until `resume` is set, after
+    `paused` is set: a heartbeat thread held in the middle of its loop."""
+
+    def __init__(self, key):
+        super().__init__()
+        self.key, self.paused, self.resume = key, threading.Event(), threading.Event()
+
+    def key_value_set(self, key, value, allow_overwrite=False):
+        if key == self.key and value != "exited" and not self.resume.is_set():
+            self.paused.set()
+            self.resume.wait(10)
+        super().key_value_set(key, value, allow_overwrite)
+
+
+def test_no_heartbeat_overwrites_exited():
+    """mark_exited while the heartbeat thread is about to write a beat: the beat is written
+    first or not at all, never over "exited"; later loops write no beats but keep reading."""
+    key = "cmhl_jax/heartbeat/1"
+    kv = PausingKV(key)
+    seen = Seen(kv)
+    dog = PeerWatchdog(seen, 1, 2, 60.0, interval_s=0.01, on_lost=lambda message: None)
+    dog.start()
+    try:
+        assert kv.paused.wait(10)  # the heartbeat thread is inside its write
+        marking = threading.Thread(target=dog.mark_exited)
+        marking.start()
+        time.sleep(0.1)  # mark_exited waits for the write in progress
+        kv.resume.set()
+        marking.join(10)
+        reads = len(seen.answered)
+        _until(lambda: len(seen.answered) > reads + 5, "the heartbeat thread reads on")
+        assert kv.data[key] == "exited"
+    finally:
+        kv.resume.set()
+        dog.stop()
+
+
 @pytest.mark.slow  # waits out real timeouts (about 10 s)
 def test_watchdog_reports_a_silent_peer_within_the_timeout_and_not_an_exited_one():
     """Bounds on what each watchdog saw, not on wall-clock windows: a report comes more than

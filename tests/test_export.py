@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import research_helpers as helpers
 
-from cmhl_jax import export
+from cmhl_jax import export, export_cli
 from cmhl_jax.predict import Predictor
 
 TEXTS = ["i feel wonderful today", "i am so angry at them", "", "that was a scary night " * 40]
@@ -18,7 +18,7 @@ TEXTS = ["i feel wonderful today", "i am so angry at them", "", "that was a scar
 def exported(tmp_path_factory):
     workdir = helpers.trained_workdir(tmp_path_factory.getbasetemp())
     out = tmp_path_factory.mktemp("export")
-    export.main(["--workdir", str(workdir), "--out", str(out)])
+    export_cli.main(["--workdir", str(workdir), "--out", str(out)])
     return workdir, out
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_train_args
+from conftest import reserved_port, tiny_train_args
 
 pytestmark = pytest.mark.slow  # subprocesses / a tiny training run
 
@@ -25,12 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = 3
 ATOL = 1e-5  # max |param difference| after 3 steps at lr 1e-3
 TIMEOUT = 300
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def common_args(workdir: Path, encoder: Path, data: Path) -> list[str]:
@@ -90,21 +83,23 @@ def runs(tiny_encoder_dir, tiny_emotion_data, tmp_path_factory):
         launch([*ref, "--config.parallel.mode=single"], 1, base / "reference.log"),
         base / "reference.log",
     )
-    for mode in ("mesh", "pmap"):
-        port = free_port()
-        for process_id in range(2):
-            name = f"{mode}{process_id}"
-            args = [
-                *common_args(base / mode, tiny_encoder_dir, tiny_emotion_data),
-                f"--config.parallel.mode={mode}",
-                "--config.parallel.distributed=true",
-                f"--config.parallel.coordinator_address=127.0.0.1:{port}",
-                "--config.parallel.num_processes=2",
-                f"--config.parallel.process_id={process_id}",
-                "--config.parallel.cpu_collectives=gloo",
-            ]
-            procs[name] = (launch(args, 2, base / f"{name}.log"), base / f"{name}.log")
-    return base, wait_all(procs)
+    # The coordinators' ports are held until every process is gone.
+    with reserved_port() as mesh_port, reserved_port() as pmap_port:
+        for mode, port in (("mesh", mesh_port), ("pmap", pmap_port)):
+            for process_id in range(2):
+                name = f"{mode}{process_id}"
+                args = [
+                    *common_args(base / mode, tiny_encoder_dir, tiny_emotion_data),
+                    f"--config.parallel.mode={mode}",
+                    "--config.parallel.distributed=true",
+                    f"--config.parallel.coordinator_address=127.0.0.1:{port}",
+                    "--config.parallel.num_processes=2",
+                    f"--config.parallel.process_id={process_id}",
+                    "--config.parallel.cpu_collectives=gloo",
+                ]
+                procs[name] = (launch(args, 2, base / f"{name}.log"), base / f"{name}.log")
+        results = wait_all(procs)
+    return base, results
 
 
 def final_params(workdir: Path, encoder: Path):

@@ -13,7 +13,7 @@ import research_helpers as helpers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmhl_jax import predict
+from cmhl_jax import predict, predict_cli
 
 pytestmark = pytest.mark.slow  # subprocesses / a tiny training run
 
@@ -74,10 +74,10 @@ def test_cli_input_file_and_bad_bytes(workdir, tmp_path, capsys):
     output = tmp_path / "out.jsonl"
     argv = ["--workdir", str(workdir), "--input", str(source), "--output", str(output)]
     with pytest.raises(SystemExit) as exit_info:
-        predict.main(argv)
+        predict_cli.main(argv)
     assert exit_info.value.code == 1
     assert f"{source}:2: not valid UTF-8" in capsys.readouterr().err
-    assert predict.main([*argv, "--encoding_errors", "replace"]) == 0
+    assert predict_cli.main([*argv, "--encoding_errors", "replace"]) == 0
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [r["text"] for r in records] == ["first text", "bad \ufffd\ufffd bytes", "", "last one"]
 

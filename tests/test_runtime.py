@@ -37,12 +37,29 @@ def _run(code: str, tmp_path: Path, **env) -> dict:
 
 def test_fast_runtime_env_adds_flags_once(monkeypatch):
     monkeypatch.setattr(runtime, "find_jemalloc", lambda: "/lib/libjemalloc.so.2")
-    monkeypatch.setattr(runtime, "XLA_CPU_FLAGS", ("--xla_bar=2",))
+    monkeypatch.setattr(runtime, "xla_cpu_flags", lambda: ("--xla_bar=2",))
     env = runtime.fast_runtime_env({"XLA_FLAGS": "--xla_foo=1"})
     assert env["XLA_FLAGS"] == "--xla_foo=1 --xla_bar=2"
     assert env["LD_PRELOAD"] == "/lib/libjemalloc.so.2"
     assert env["MALLOC_CONF"] == runtime.MALLOC_CONF
     assert runtime.fast_runtime_env(env) == env
+
+
+def test_importing_does_no_work():
+    """Importing the package and the runtime reads no /proc/cpuinfo and installs no logging
+    filter (the commands do that when they start: `ensure_fast_runtime`, `cli.setup_logging`)."""
+    code = """
+    import json, logging
+    import cmhl_jax.runtime
+    print(json.dumps({
+        "cpuinfo_reads": cmhl_jax.runtime.cpu_fields.cache_info().misses,
+        "filters": len(logging.getLogger("transformers").filters),
+    }))
+    """
+    script = textwrap.dedent(code)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout) == {"cpuinfo_reads": 0, "filters": 0}
 
 
 def test_fast_runtime_env_falls_back_to_pip_mimalloc(monkeypatch, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors.numpy import load_file, save_file
 
 from cmhl_jax.encoder.modeling import Encoder, EncoderConfig
 from cmhl_jax.errors import UserError
@@ -160,8 +161,6 @@ def read_state_dict(model_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray]
     single, index = model_dir / "model.safetensors", model_dir / "model.safetensors.index.json"
     torch_bin = model_dir / "pytorch_model.bin"
     if single.exists() or index.exists():
-        from safetensors.numpy import load_file
-
         if single.exists():
             return load_file(single), str(single)
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -257,7 +256,6 @@ def save_pretrained(encoder: Encoder, tokenizer, out_dir: str | os.PathLike) -> 
     else identity weights and zero bias. ``tokenizer`` may be None.
     """
     import transformers
-    from safetensors.numpy import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
