@@ -12,13 +12,13 @@ import ml_collections
 import numpy as np
 
 from cmhl_jax import data as data_lib
-from cmhl_jax.affect import AffectTables
 from cmhl_jax.checkpoint import Checkpoints
 from cmhl_jax.model import ModelDef, build_model
 from cmhl_jax.parallel import Parallel
 from cmhl_jax.paths import workdir_path
 from cmhl_jax.step import init_train_state, make_optimizer, predict_step
 from cmhl_jax.tasks import Task, make_task
+from cmhl_jax.tasks.emotion.affect import AffectTables
 
 
 @dataclasses.dataclass

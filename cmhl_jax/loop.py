@@ -29,7 +29,7 @@ from cmhl_jax import data as data_lib
 from cmhl_jax.augment import augment_texts, wordnet_synonyms
 from cmhl_jax.checkpoint import Checkpoints
 from cmhl_jax.cluster import WorkdirLock, setup_distributed
-from cmhl_jax.config import ConfigError, to_json, validate_config
+from cmhl_jax.config import ConfigError, to_json
 from cmhl_jax.errors import UserError
 from cmhl_jax.evaluate import predict_all
 from cmhl_jax.metrics_log import MetricsWriter
@@ -37,7 +37,7 @@ from cmhl_jax.model import ModelDef, build_model
 from cmhl_jax.parallel import Parallel
 from cmhl_jax.paths import is_local, workdir_path
 from cmhl_jax.step import init_train_state, make_optimizer, predict_step, train_step
-from cmhl_jax.tasks import EarlyStopping, Task, fit_data_statistics, make_task
+from cmhl_jax.tasks import EarlyStopping, Task, fit_data_statistics, make_task, validate_config
 
 log = logging.getLogger("cmhl_jax")
 

@@ -1,8 +1,14 @@
-"""Evaluation metrics (numpy, host side): classification scores, calibration, consistency."""
+"""Evaluation metrics (numpy, host side) every task shares: classification scores, calibration,
+average precision and multi-label scores. A task's own report is in its package
+(`cmhl_jax/tasks/<task>/`)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+# Equal-width confidence bins of the expected calibration error when none are given (the
+# default of `config.eval.ece_bins`).
+ECE_BINS = 15
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
@@ -25,17 +31,25 @@ def per_class_scores(class_names, precision, recall, f1, support) -> dict:
     }
 
 
-def classification_scores(labels, preds, class_names) -> dict:
-    """Accuracy, macro/weighted F1, macro recall and per-class precision/recall/F1."""
-    labels, preds = np.asarray(labels), np.asarray(preds)
-    matrix = confusion_matrix(labels, preds, len(class_names))
-    true_pos = np.diag(matrix).astype(np.float64)
-    support = matrix.sum(1).astype(np.float64)
-    predicted = matrix.sum(0).astype(np.float64)
+def precision_recall_f1(true_pos, support, predicted):
+    """Precision, recall and F1 (2PR / (P + R)) from counts of any shape, elementwise; 0 where
+    undefined (scikit-learn's zero_division=0). Every F1 of the project comes from here."""
+    true_pos, support, predicted = (
+        np.asarray(x, np.float64) for x in (true_pos, support, predicted)
+    )
     precision = np.divide(true_pos, predicted, out=np.zeros_like(true_pos), where=predicted > 0)
     recall = np.divide(true_pos, support, out=np.zeros_like(true_pos), where=support > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+    return precision, recall, f1
+
+
+def classification_scores(labels, preds, class_names) -> dict:
+    """Accuracy, macro/weighted F1, macro recall and per-class precision/recall/F1."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    matrix = confusion_matrix(labels, preds, len(class_names))
+    support = matrix.sum(1).astype(np.float64)
+    precision, recall, f1 = precision_recall_f1(np.diag(matrix), support, matrix.sum(0))
     return {
         "accuracy": float((labels == preds).mean()) if len(labels) else 0.0,
         "macro_f1": float(f1.mean()),
@@ -46,7 +60,9 @@ def classification_scores(labels, preds, class_names) -> dict:
     }
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+def expected_calibration_error(
+    probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
+) -> float:
     """ECE with equal-width confidence bins: sum_b |B|/n * |accuracy(B) - confidence(B)|."""
     confidence = probs.max(-1)
     correct = probs.argmax(-1) == labels
@@ -60,43 +76,6 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(ece)
 
 
-def contradiction_rate(probs, positive_ids, negative_ids, threshold: float) -> float:
-    """Share of texts whose top positive-set AND top negative-set probabilities are both
-    >= threshold (joy and anger at once)."""
-    top_positive = probs[:, positive_ids].max(-1)
-    top_negative = probs[:, negative_ids].max(-1)
-    return float(((top_positive >= threshold) & (top_negative >= threshold)).mean())
-
-
-def consistency_score(probs, positive_ids, negative_ids) -> np.ndarray:
-    """Per text: 1 - min(top positive prob, top negative prob) * 2, in [0, 1]; 1 = consistent."""
-    top_positive = probs[:, positive_ids].max(-1)
-    top_negative = probs[:, negative_ids].max(-1)
-    return 1.0 - 2.0 * np.minimum(top_positive, top_negative)
-
-
-def emotion_report(probs: dict, labels: np.ndarray, tables, *, threshold=0.25, bins=15) -> dict:
-    """Every emotion-task metric from head probabilities (`emotion`, `valence`, `intensity`)."""
-    emotion = probs["emotion"]
-    preds = emotion.argmax(-1)
-    names = list(tables.emotion_names)
-    positive = [names.index(e) for e in names if tables.pair_mask[names.index(e)].any()]
-    negative = [names.index(e) for e in names if tables.pair_mask[:, names.index(e)].any()]
-    report = classification_scores(labels, preds, names)
-    valence_pred = probs["valence"].argmax(-1)
-    intensity_pred = probs["intensity"].argmax(-1)
-    report.update(
-        num_examples=int(len(labels)),
-        valence_accuracy=float((valence_pred == tables.valence_label[labels]).mean()),
-        intensity_accuracy=float((intensity_pred == tables.intensity_label[labels]).mean()),
-        head_agreement=float((valence_pred == tables.valence_label[preds]).mean()),
-        contradiction_rate=contradiction_rate(emotion, positive, negative, threshold),
-        ece=expected_calibration_error(emotion, labels, bins),
-        mean_confidence=float(emotion.max(-1).mean()),
-    )
-    return report
-
-
 # ---------------------------------------------------------------------------------------------
 # Multi-label (GoEmotions): labels and predictions are 0/1 arrays [N, C].
 
@@ -105,16 +84,9 @@ def multilabel_scores(gold, pred, class_names) -> dict:
     """Macro/micro precision, recall and F1 over labels, and per-label scores (a label never
     predicted and never gold scores F1 0, as in scikit-learn's zero_division=0)."""
     gold, pred = np.asarray(gold) > 0, np.asarray(pred) > 0
-    true_pos = (gold & pred).sum(0).astype(np.float64)
-    support, predicted = gold.sum(0).astype(np.float64), pred.sum(0).astype(np.float64)
-    precision = np.divide(true_pos, predicted, out=np.zeros_like(true_pos), where=predicted > 0)
-    recall = np.divide(true_pos, support, out=np.zeros_like(true_pos), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
-    tp, n_pred, n_gold = true_pos.sum(), predicted.sum(), support.sum()
-    micro_p = tp / n_pred if n_pred else 0.0
-    micro_r = tp / n_gold if n_gold else 0.0
-    micro_f1 = 2 * micro_p * micro_r / (micro_p + micro_r) if micro_p + micro_r else 0.0
+    true_pos, support, predicted = (gold & pred).sum(0), gold.sum(0), pred.sum(0)
+    precision, recall, f1 = precision_recall_f1(true_pos, support, predicted)
+    micro_p, micro_r, micro_f1 = precision_recall_f1(true_pos.sum(), support.sum(), predicted.sum())
     return {
         "macro_f1": float(f1.mean()),
         "macro_precision": float(precision.mean()),
@@ -158,7 +130,7 @@ def multilabel_contradiction(gold, pred, positive_ids, negative_ids) -> dict:
     }
 
 
-def multilabel_ece(probs, gold, bins: int = 15) -> float:
+def multilabel_ece(probs, gold, bins: int = ECE_BINS) -> float:
     """ECE over every (text, label) decision, each a binary prediction at 0.5 with confidence
     max(p, 1 - p)."""
     p = np.asarray(probs, np.float64).reshape(-1)

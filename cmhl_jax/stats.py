@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from cmhl_jax.metrics import average_precision, mixed_valence
+from cmhl_jax.metrics import ECE_BINS, average_precision, mixed_valence, precision_recall_f1
 
 BOOTSTRAP_METRICS = (
     "accuracy",
@@ -29,7 +29,6 @@ BOOTSTRAP_METRICS = (
     "mixed_recall",
     "ece",
 )
-ECE_BINS = 15
 
 
 def mean_sd(values) -> tuple[float, float]:
@@ -54,16 +53,13 @@ def scores_from_confusions(confusions: np.ndarray) -> dict[str, np.ndarray]:
     """Accuracy, macro-F1 and weighted-F1 of each [C, C] confusion (true, predicted) in a
     stack [..., C, C].
 
-    F1 of a class is 2*TP / (support + predicted), 0 where it is undefined, and the macro mean
-    runs over every class (the weighted mean by support), as
-    `cmhl_jax.metrics.classification_scores`.
+    F1 of a class is `metrics.precision_recall_f1`'s, and the macro mean runs over every class
+    (the weighted mean by support), as `cmhl_jax.metrics.classification_scores`.
     """
     tp = np.diagonal(confusions, axis1=-2, axis2=-1)
     support = confusions.sum(-1)
-    predicted = confusions.sum(-2)
     total = confusions.sum((-2, -1))
-    denom = support + predicted
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp, dtype=np.float64), where=denom > 0)
+    f1 = precision_recall_f1(tp, support, confusions.sum(-2))[2]
     return {
         "accuracy": np.divide(tp.sum(-1), total, out=np.zeros_like(total), where=total > 0),
         "macro_f1": f1.mean(-1),
@@ -88,7 +84,7 @@ def classification_inputs(labels, probs, bins=ECE_BINS) -> dict:
 
 def per_text_inputs(labels, probs, positive_ids, negative_ids, threshold: float, bins=ECE_BINS):
     """`classification_inputs` and the contradiction indicator
-    (`metrics.contradiction_rate`) of an emotion run."""
+    (the emotion task's contradiction rate) of an emotion run."""
     probs = np.asarray(probs, np.float64)
     return {
         **classification_inputs(labels, probs, bins),
@@ -135,11 +131,11 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _label_f1(weights: np.ndarray, gold: np.ndarray, preds: np.ndarray):
-    """Per-label F1 [R, K] (2PR / (P + R), 0 where undefined) and the micro F1 [R]."""
+    """Per-label F1 [R, K] (`metrics.precision_recall_f1`) and the micro F1 [R]."""
     preds = preds.astype(np.float64)
     true_pos, support, predicted = weights @ (gold * preds), weights @ gold, weights @ preds
-    micro = _ratio(2 * true_pos.sum(-1), support.sum(-1) + predicted.sum(-1))
-    return _ratio(2 * true_pos, support + predicted), micro
+    micro = precision_recall_f1(true_pos.sum(-1), support.sum(-1), predicted.sum(-1))[2]
+    return precision_recall_f1(true_pos, support, predicted)[2], micro
 
 
 def multilabel_scores_from_weights(weights: np.ndarray, run: dict) -> dict:

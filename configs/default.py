@@ -1,17 +1,34 @@
-"""Defaults for the emotion task (CMHL_SPEC section 1). Other configs start from this one.
+"""Defaults every config starts from: the generic blocks (model, data, optim, parallel,
+checkpoint, eval, log), and the blocks of the task (`cmhl_jax.tasks.<task>.default_config_blocks`:
+the emotion task's `affect` and `loss`, GoEmotions' `goemotions` and `loss`, ...).
 
-Every value the spec marks "chosen" is a field here. Override any field on the command line:
+`get_config()` is the emotion task (CMHL_SPEC section 1); `get_config(task)` any task. Every
+value the spec marks "chosen" is a field. Override any field on the command line:
     python train.py --config configs/emotion_minilm.py --workdir runs/x --config.loss.lam=0
 """
 
 import ml_collections
 
-from cmhl_jax.affect import default_affect_config
+from cmhl_jax.metrics import ECE_BINS
+from cmhl_jax.tasks import default_config_blocks
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(task: str = "emotion") -> ml_collections.ConfigDict:
+    """The generic defaults with task `task`'s blocks (a block the generic defaults also have,
+    e.g. `eval`, gets the task's fields added)."""
+    config = generic_config()
+    config.task = task
+    for name, block in default_config_blocks(task).items():
+        if name in config:
+            config[name].update(block)
+        else:
+            config[name] = block
+    return config
+
+
+def generic_config() -> ml_collections.ConfigDict:
+    """The blocks every task reads."""
     config = ml_collections.ConfigDict()
-    config.task = "emotion"
     config.seed = 0
 
     config.model = ml_collections.ConfigDict()
@@ -41,17 +58,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.max_texts_per_row = 8
     config.data.skip_bad_lines = False
     config.data.cache_dir = ""  # tokenised-data cache; empty: <workdir>/cache
-
-    config.affect = default_affect_config()
-
-    config.loss = ml_collections.ConfigDict()
-    config.loss.alpha = 0.5  # CE_valence weight (chosen)
-    config.loss.beta = 0.5  # CE_intensity weight (chosen)
-    config.loss.lam = 0.4  # exclusivity weight (paper)
-    config.loss.variant = "sum"  # sum (paper), product, min
-    # The loss function: "cmhl" (built-in, cmhl_jax/losses.py) or MODULE:FUNCTION, a plug-in
-    # with the signature loss_fn(logits, labels, weights, tables, normalizer, cfg).
-    config.loss.fn = "cmhl"
 
     config.optim = ml_collections.ConfigDict()
     config.optim.lr = 2e-5
@@ -87,8 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint.every_steps = 0  # extra "latest" saves inside an epoch; 0: epoch ends
 
     config.eval = ml_collections.ConfigDict()
-    config.eval.contradiction_threshold = 0.25
-    config.eval.ece_bins = 15
+    config.eval.ece_bins = ECE_BINS
 
     config.log_every = 50
     config.log = ml_collections.ConfigDict()

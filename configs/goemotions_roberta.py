@@ -9,14 +9,11 @@ GoEmotions paper settings, as recalled (not re-checked here): a sigmoid per labe
 this project's encoder. Everything else is chosen.
 """
 
-from cmhl_jax.tasks.goemotions import default_goemotions_config
 from configs import default
 
 
 def get_config():
-    config = default.get_config()
-    config.task = "goemotions"
-    config.goemotions = default_goemotions_config()
+    config = default.get_config("goemotions")
 
     config.model.encoder = "roberta-base"
     config.data.local_dir = ""  # a directory with train.tsv and dev.tsv
@@ -26,7 +23,6 @@ def get_config():
     config.data.max_length = 64  # chosen: Reddit comments are short (GoEmotions caps at 30 words)
     config.data.buckets = (16, 32, 64)
 
-    config.loss.alpha = 0.5  # valence head's weight per text against the emotion head's (chosen)
     # The exclusivity hinge on real contradictions: min(p_i, p_j) past tau_ij / 2, so with
     # goemotions.tau0 = 0.6 it acts when both labels of a (positive, negative) pair are
     # predicted (p >= 0.3). lam selected on dev (docs/goemotions.md, sweep).

@@ -8,14 +8,11 @@ SWMH-shaped public substitute with the same five subreddits (scores not comparab
 
 import ml_collections
 
-from cmhl_jax.tasks.mental_health import default_mental_health_config
 from configs import default
 
 
 def get_config():
-    config = default.get_config()
-    config.task = "mental_health"
-    config.mental_health = default_mental_health_config()
+    config = default.get_config("mental_health")
 
     config.model.encoder = "roberta-base"
     config.model.head_dropout = 0.15  # paper: dropout 0.15

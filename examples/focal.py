@@ -17,7 +17,8 @@ without `--config.loss.gamma`.
 import jax
 import jax.numpy as jnp
 
-from cmhl_jax.losses import balance_loss, weighted_cross_entropy
+from cmhl_jax.losses import weighted_cross_entropy
+from cmhl_jax.tasks.emotion.loss import balance_loss
 
 
 def focal_cross_entropy(logits, labels, weights, normalizer, gamma):

@@ -20,7 +20,8 @@ import pytest
 from conftest import ROOT, TINY_ENCODER, TINY_PRESET, tiny_config
 from flax import nnx
 
-from cmhl_jax.config import load_config, validate_config
+from cmhl_jax.config import load_config
+from cmhl_jax.tasks import validate_config
 
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if p.name != "__init__.py")
 

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmhl_jax import data
-from cmhl_jax.config import ConfigError, load_config, validate_config
+from cmhl_jax.config import ConfigError, load_config
 from cmhl_jax.data import tokens
+from cmhl_jax.tasks import validate_config
 
 EMOTIONS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 SUBREDDITS = [

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from cmhl_jax.affect import (
+from cmhl_jax.losses import exclusivity_loss
+from cmhl_jax.tasks.emotion.affect import (
     EMOTIONS,
     build_affect_tables,
     default_affect_config,
     threshold_matrix,
 )
-from cmhl_jax.losses import cmhl_loss, exclusivity_loss, loss_tables
+from cmhl_jax.tasks.emotion.loss import cmhl_loss, loss_tables
 
 # NRC-VAD (valence, arousal) of the spec's table, typed in again on purpose.
 NRC = {

@@ -236,7 +236,8 @@ def test_report_keys_and_gate_means(config):
 def test_configs(name):
     """The mental-health configs validate (buckets cover max_length, ...), use the package's
     classes, and select checkpoints by a score that the task's report has."""
-    from cmhl_jax.config import load_config, validate_config
+    from cmhl_jax.config import load_config
+    from cmhl_jax.tasks import validate_config
 
     config = load_config(Path(__file__).parents[1] / "configs" / f"{name}.py")
     validate_config(config)

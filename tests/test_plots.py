@@ -12,7 +12,7 @@ import pytest
 import research_helpers as helpers
 
 from cmhl_jax import plots
-from cmhl_jax.affect import build_affect_tables, default_affect_config
+from cmhl_jax.tasks.emotion.affect import build_affect_tables, default_affect_config
 
 assert matplotlib.__version__
 

@@ -12,10 +12,12 @@ import pytest
 import research_helpers as helpers
 from ml_collections import ConfigDict
 
-from cmhl_jax.affect import build_affect_tables, default_affect_config
 from cmhl_jax.config import ConfigError, override
-from cmhl_jax.losses import cmhl, loss_tables, resolve_loss_fn
+from cmhl_jax.losses import resolve_loss_fn
 from cmhl_jax.tasks import make_task
+from cmhl_jax.tasks.emotion import BUILTIN_LOSSES
+from cmhl_jax.tasks.emotion.affect import build_affect_tables, default_affect_config
+from cmhl_jax.tasks.emotion.loss import cmhl, loss_tables
 
 sys.path.insert(0, str(helpers.ROOT))
 from examples import focal  # noqa: I001  (the repo root is put on sys.path just above)
@@ -82,7 +84,7 @@ def test_plugin_fields_only_with_a_plugin_and_not_near_misses(tmp_path):
         _config(tmp_path, "loss.gamma=3")  # the built-in loss has no gamma
     with pytest.raises(ConfigError, match="did you mean loss.lam"):
         _config(tmp_path, "loss.fn=examples.focal:loss", "loss.lamb=3")
-    assert resolve_loss_fn("cmhl") is cmhl
+    assert resolve_loss_fn("cmhl", BUILTIN_LOSSES) is cmhl
 
 
 @pytest.mark.slow  # a tiny training run

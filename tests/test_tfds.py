@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from cmhl_jax import data as data_lib
 from cmhl_jax.data import tfds_builders
+from cmhl_jax.tasks.goemotions import EMOTIONS as GOEMOTIONS_LABELS
 
 LINES = helpers.emotion_lines(12, 0)
 
@@ -133,7 +134,7 @@ GOEMOTIONS_DEV = ["Is this in New Orleans?? I really feel like this is New Orlea
 
 def _goemotions_manual(path):
     path.mkdir()
-    (path / "emotions.txt").write_text("\n".join(tfds_builders.GOEMOTIONS_LABELS))
+    (path / "emotions.txt").write_text("\n".join(list(GOEMOTIONS_LABELS)))
     (path / "train.tsv").write_text("\n".join(GOEMOTIONS_TRAIN) + "\n")
     (path / "dev.tsv").write_text("\n".join(GOEMOTIONS_DEV) + "\n")
     return path
@@ -147,12 +148,12 @@ def test_cmhl_goemotions_builder_is_multi_label(tmp_path, monkeypatch):
         "train": 3,
         "validation": 1,
     }
-    assert builder.info.features["labels"].feature.names == tfds_builders.GOEMOTIONS_LABELS
+    assert builder.info.features["labels"].feature.names == list(GOEMOTIONS_LABELS)
     rows = {r["comment_id"].decode(): r for r in builder.as_data_source(split="train")}
     assert rows["x1"]["text"].decode() == 'So "good", thanks [NAME]!'  # CSV quoting undone
     assert sorted(int(i) for i in rows["x1"]["labels"]) == [0, 15]
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "t"))
-    names = tfds_builders.GOEMOTIONS_LABELS
+    names = list(GOEMOTIONS_LABELS)
     dev = data_lib.load_split("tfds:cmhl_goemotions:validation", names)
     assert dev.texts == ["Is this in New Orleans?? I really feel like this is New Orleans."]
     assert dev.labels.shape == (1, 28) and dev.labels.dtype == np.float32

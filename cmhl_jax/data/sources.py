@@ -4,6 +4,7 @@ and which of those a config's split names (``split_spec``, ``CMHL_DATA_DIR``).""
 from __future__ import annotations
 
 import csv
+import importlib
 import logging
 import os
 import re
@@ -23,6 +24,22 @@ _INT_LABEL = re.compile(r"[0-9]+")
 
 class DataError(UserError, ValueError):
     """Malformed input data; the message names the file and the offending lines."""
+
+
+# The project's TFDS builders (prepared with `python -m cmhl_jax.data.tfds_builders NAME`),
+# each defined with its task, which knows the label names: "module:class", imported when the
+# dataset is read or prepared (the data layer imports no task code).
+TFDS_BUILDERS = {
+    "cmhl_emotion": "cmhl_jax.tasks.emotion.tfds:CmhlEmotion",
+    "cmhl_goemotions": "cmhl_jax.tasks.goemotions.tfds:CmhlGoemotions",
+}
+
+
+def tfds_builder_class(name: str):
+    """The builder class of the project's TFDS dataset `name` (registered with TFDS once
+    imported)."""
+    module, _, attr = TFDS_BUILDERS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 @dataclass
@@ -251,8 +268,8 @@ def _load_tfds(spec: str, label_names: Sequence[str], skip_bad_lines: bool) -> E
 
     The dataset needs a ``text`` (Text) feature and either ``label`` (ClassLabel or int: labels
     int32 [N]) or ``labels`` (a Sequence of ClassLabel: multi-label, multi-hot float32 [N, C]).
-    The project's builders (``cmhl_emotion``, ``cmhl_goemotions``: ``data/tfds_builders.py``)
-    are registered here. Data lives in ``$TFDS_DATA_DIR`` (default ``~/tensorflow_datasets``);
+    The project's builders (``TFDS_BUILDERS``: ``cmhl_emotion``, ``cmhl_goemotions``) are
+    registered here. Data lives in ``$TFDS_DATA_DIR`` (default ``~/tensorflow_datasets``);
     an unprepared dataset is prepared in the array_record format, which is read without
     TensorFlow (a dataset already prepared as TFRecord needs TensorFlow installed).
     """
@@ -263,7 +280,8 @@ def _load_tfds(spec: str, label_names: Sequence[str], skip_bad_lines: bool) -> E
     try:
         import tensorflow_datasets as tfds
 
-        from cmhl_jax.data import tfds_builders  # registers the project's builders
+        if name in TFDS_BUILDERS:
+            tfds_builder_class(name)  # registers the project's builder
     except ImportError as error:
         raise DataError(
             f"{spec} needs tensorflow-datasets: pip install 'cmhl-jax[tfds]' ({error})"
@@ -278,9 +296,9 @@ def _load_tfds(spec: str, label_names: Sequence[str], skip_bad_lines: bool) -> E
         reason = " ".join(f"{type(error).__name__}: {error}".split())
         how = (
             f"python -m cmhl_jax.data.tfds_builders {name} --manual_dir DIR"
-            if name in tfds_builders.BUILDERS
+            if name in TFDS_BUILDERS
             else f"prepare it into $TFDS_DATA_DIR (the project's builders: "
-            f"{', '.join(sorted(tfds_builders.BUILDERS))})"
+            f"{', '.join(sorted(TFDS_BUILDERS))})"
         )
         raise DataError(
             f"TFDS dataset {name!r} is not prepared in {data_dir or 'the default data dir'} "

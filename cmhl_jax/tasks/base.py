@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
-
-from cmhl_jax.affect import AffectTables
 
 
 @dataclasses.dataclass
@@ -80,7 +79,7 @@ class Task:
     prediction_key: str = "prediction"  # record key of the predicted class name
     summary_metrics: tuple[str, ...] = ("accuracy", "macro_f1", "weighted_f1", "ece")
     early_stopping: EarlyStopping | None = None  # the rule; the loop keeps its own copy
-    tables: AffectTables | None = None  # the emotion task's affect tables
+    tables: Any = None  # the emotion task's affect tables (`tasks.emotion.affect`)
     # Extra per-text fields from the probabilities, e.g. the emotion task's consistency score.
     record_extras: Callable[[dict], dict[str, np.ndarray]] | None = None
     # The report metrics of the ablation table (`cmhl_jax.ablation`), mean ± sd over seeds.

@@ -21,10 +21,10 @@ import ml_collections
 import numpy as np
 
 from cmhl_jax import stats
-from cmhl_jax.config import ConfigError
+from cmhl_jax.config import raise_problems
 from cmhl_jax.heads import apply_heads, init_heads
 from cmhl_jax.losses import weighted_cross_entropy
-from cmhl_jax.metrics import classification_scores, expected_calibration_error
+from cmhl_jax.metrics import ECE_BINS, classification_scores, expected_calibration_error
 from cmhl_jax.tasks.base import EarlyStopping, Task, softmax_outputs
 
 # The label strings of SWMH (and of ../shared/data/reddit_mh), in class-id order.
@@ -224,7 +224,7 @@ def mean_gate_by_class(gate: np.ndarray, labels: np.ndarray, names: Sequence[str
 
 
 def mental_health_report(
-    probs: Mapping[str, np.ndarray], labels: np.ndarray, config, *, bins: int = 15
+    probs: Mapping[str, np.ndarray], labels: np.ndarray, config, *, bins: int = ECE_BINS
 ) -> dict:
     """Validation metrics from `final` [N, C], `intensity` [N, L] probabilities and `gate` [N, 2]
     weights; `config` is the mental_health block. Includes `selection_score`."""
@@ -252,8 +252,14 @@ def mental_health_report(
 # The task
 
 
-def validate(config) -> None:
-    """The mental-health block's own checks, as one ConfigError listing every problem."""
+def default_config_blocks() -> dict[str, ml_collections.ConfigDict]:
+    """The task's own config block, `mental_health` (the loss has no hyper-parameters: its
+    intensity weight is learned)."""
+    return {"mental_health": default_mental_health_config()}
+
+
+def validate(config) -> list[str]:
+    """The mental-health block's problems (empty: none)."""
     mh = config.mental_health
     errors = []
     try:
@@ -271,8 +277,7 @@ def validate(config) -> None:
         )
     if mh.early_stopping.patience < 0:
         errors.append("mental_health.early_stopping.patience must be >= 0 (0 disables)")
-    if errors:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+    return errors
 
 
 def _gated_heads(config, levels, num_classes: int, num_levels: int) -> dict:
@@ -326,7 +331,7 @@ def _single_head(num_classes: int) -> dict:
 def make_task(config) -> Task:
     """The gated multi-head model of spec 2, or with `single_head_baseline` the CE-only
     baseline; both select by `checkpoint.metric` and stop early on validation F1."""
-    validate(config)
+    raise_problems(validate(config))
     mh = config.mental_health
     classes, levels = tuple(mh.label_names), tuple(mh.level_names)
     if mh.get("single_head_baseline", False):

@@ -1,4 +1,4 @@
-"""Affect knowledge for the emotion task (CMHL_SPEC section 1.1 and 1.3).
+"""The emotion task's label knowledge (CMHL_SPEC section 1.1 and 1.3): names and affect tables.
 
 Everything here is built from the config's `affect` block, so research users can change the
 label maps, the valence-arousal coordinates, the P/N sets and the threshold without code edits.

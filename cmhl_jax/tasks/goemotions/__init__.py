@@ -7,7 +7,7 @@ Demszky et al. (ACL 2020): 27 emotions + neutral, several labels per text. Heads
 * `valence`: positive / negative / ambiguous / neutral from the official sentiment map, a
   multi-hot target (a text whose labels span several valences has several on), sigmoid + BCE.
 
-Loss (`loss.fn=cmhl`, `cmhl_jax.losses.multilabel_cmhl`): (BCE_emotion + alpha * BCE_valence) / K
+Loss (`loss.fn=cmhl`, `loss.multilabel_cmhl`): (BCE_emotion + alpha * BCE_valence) / K
 + lam * L_excl, each BCE summed over its head's outputs, where L_excl is the paper's hinge
 max(0, s(p_i, p_j) - tau_ij) over the (positive, negative) label pairs on sigmoid probabilities,
 with tau_ij raised for pairs that co-occur in the training labels:
@@ -20,11 +20,12 @@ when its probability reaches its threshold (0.3 as in the GoEmotions paper, or p
 `goemotions.thresholds`).
 Data: `.tsv` files in the official format (`text \\t ids \\t id`), read multi-hot over the 28
 labels; the task maps them to the granularity itself.
+
+The package: `labels` (the 28 labels, the Ekman and sentiment maps), `loss`, `report`, `tfds`
+(the `cmhl_goemotions` TFDS builder) and here the config blocks, their checks and the task.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,118 +34,50 @@ import numpy as np
 
 from cmhl_jax import data as data_lib
 from cmhl_jax import stats
-from cmhl_jax.config import ConfigError
+from cmhl_jax.config import check, raise_problems
 from cmhl_jax.heads import apply_heads, init_heads
-from cmhl_jax.losses import (
-    EXCLUSIVITY_VARIANTS,
-    check_loss_fn,
-    exclusivity_per_text,
-    multilabel_cmhl,
-    resolve_loss_fn,
-)
-from cmhl_jax.metrics import (
-    average_precision,
-    map_multi_hot,
-    multilabel_contradiction,
-    multilabel_ece,
-    multilabel_scores,
-    tune_thresholds,
-)
+from cmhl_jax.losses import EXCLUSIVITY_VARIANTS, exclusivity_per_text, resolved_loss_fn
+from cmhl_jax.metrics import map_multi_hot, tune_thresholds
 from cmhl_jax.tasks.base import Task
+from cmhl_jax.tasks.goemotions.labels import (
+    EKMAN_MAPPING,
+    EMOTIONS,
+    GRANULARITIES,
+    NEUTRAL,
+    SENTIMENT_MAPPING,
+    VALENCE_NAMES,
+    cooccurrence_counts,
+    group_names,
+    label_map,
+    valence_ids,
+    valence_of,
+)
+from cmhl_jax.tasks.goemotions.loss import adaptive_tau, loss_arrays, multilabel_cmhl
+from cmhl_jax.tasks.goemotions.report import goemotions_report
 
-# The official label files (google-research goemotions/data; copies in ../shared/data/goemotions).
-EMOTIONS = (
-    "admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion",
-    "curiosity", "desire", "disappointment", "disapproval", "disgust", "embarrassment",
-    "excitement", "fear", "gratitude", "grief", "joy", "love", "nervousness", "optimism",
-    "pride", "realization", "relief", "remorse", "sadness", "surprise", "neutral",
-)  # fmt: skip
-EKMAN_MAPPING = {
-    "anger": ("anger", "annoyance", "disapproval"),
-    "disgust": ("disgust",),
-    "fear": ("fear", "nervousness"),
-    "joy": (
-        "joy", "amusement", "approval", "excitement", "gratitude", "love", "optimism", "relief",
-        "pride", "admiration", "desire", "caring",
-    ),
-    "sadness": ("sadness", "disappointment", "embarrassment", "grief", "remorse"),
-    "surprise": ("surprise", "realization", "confusion", "curiosity"),
-}  # fmt: skip
-SENTIMENT_MAPPING = {
-    "positive": (
-        "amusement", "excitement", "joy", "love", "desire", "optimism", "caring", "pride",
-        "admiration", "gratitude", "relief", "approval",
-    ),
-    "negative": (
-        "fear", "nervousness", "remorse", "embarrassment", "disappointment", "sadness", "grief",
-        "disgust", "anger", "annoyance", "disapproval",
-    ),
-    "ambiguous": ("realization", "surprise", "curiosity", "confusion"),
-}  # fmt: skip
-NEUTRAL = "neutral"
-VALENCE_NAMES = ("positive", "negative", "ambiguous", NEUTRAL)
-GRANULARITIES = ("all", "ekman", "sentiment")
+__all__ = [
+    "EKMAN_MAPPING",
+    "EMOTIONS",
+    "GRANULARITIES",
+    "NEUTRAL",
+    "SENTIMENT_MAPPING",
+    "VALENCE_NAMES",
+    "adaptive_tau",
+    "cooccurrence_counts",
+    "count_training_labels",
+    "default_config_blocks",
+    "default_goemotions_config",
+    "goemotions_report",
+    "group_names",
+    "label_map",
+    "loss_arrays",
+    "make_task",
+    "validate",
+    "valence_ids",
+    "valence_of",
+]
 
-
-def group_names(granularity: str) -> tuple[str, ...]:
-    """The output labels of a granularity, in head order."""
-    if granularity == "all":
-        return EMOTIONS
-    if granularity == "ekman":
-        return (*EKMAN_MAPPING, NEUTRAL)
-    if granularity == "sentiment":
-        return VALENCE_NAMES
-    raise ValueError(f"goemotions.granularity must be one of {GRANULARITIES}, got {granularity!r}")
-
-
-def _group_of(granularity: str) -> dict[str, str]:
-    """Each of the 28 labels to its group at `granularity` (neutral stays neutral)."""
-    if granularity == "all":
-        return {e: e for e in EMOTIONS}
-    mapping = EKMAN_MAPPING if granularity == "ekman" else SENTIMENT_MAPPING
-    group = {e: g for g, members in mapping.items() for e in members}
-    return {e: group.get(e, NEUTRAL) for e in EMOTIONS}
-
-
-def label_map(granularity: str, source: Sequence[str] = EMOTIONS) -> np.ndarray:
-    """0/1 [len(source), K]: each `source` label (one of the 28, or a group of a coarser
-    granularity) to its group at `granularity`."""
-    groups = group_names(granularity)
-    fine = _group_of(granularity)
-    # A coarser source label (an Ekman group or a sentiment) maps through any of its members.
-    members: dict[str, str] = {}
-    for level in GRANULARITIES:
-        for e, g in _group_of(level).items():
-            members.setdefault(g, e)
-    matrix = np.zeros((len(source), len(groups)), np.float32)
-    for i, name in enumerate(source):
-        matrix[i, groups.index(fine[members[name]])] = 1.0
-    return matrix
-
-
-def valence_of(granularity: str) -> np.ndarray:
-    """Valence id (VALENCE_NAMES) of each output label at `granularity` [K]."""
-    valence = _group_of("sentiment")
-    example = {g: e for e, g in _group_of(granularity).items()}  # any member of each group
-    return np.asarray(
-        [VALENCE_NAMES.index(valence[example[g]]) for g in group_names(granularity)], np.int32
-    )
-
-
-def valence_ids(granularity: str) -> tuple[list[int], list[int]]:
-    """The (positive, negative) label ids at the granularity (the official sentiment map)."""
-    valence = valence_of(granularity)
-    return tuple(
-        [int(i) for i in np.flatnonzero(valence == VALENCE_NAMES.index(name))]
-        for name in ("positive", "negative")
-    )
-
-
-def cooccurrence_counts(multi_hot: np.ndarray, granularity: str) -> np.ndarray:
-    """Texts per label pair [K, K] at `granularity` from 28-label multi-hot rows; the diagonal
-    holds the texts per label."""
-    on = map_multi_hot(multi_hot, label_map(granularity)).astype(np.int64)
-    return on.T @ on
+BUILTIN_LOSSES = {"cmhl": multilabel_cmhl}
 
 
 def count_training_labels(config) -> None:
@@ -161,18 +94,6 @@ def count_training_labels(config) -> None:
         skip_bad_lines=data_cfg.skip_bad_lines,
     )
     ge.cooccurrence = cooccurrence_counts(train.labels, ge.granularity).tolist()
-
-
-def adaptive_tau(label_counts, pair_counts, pair_mask, tau0: float, gain: float) -> np.ndarray:
-    """tau_ij = min(tau0 + gain * r_ij / max r, 2) with r_ij = n_ij / min(n_i, n_j) over the
-    masked (positive, negative) pairs; pairs that never co-occur keep tau0."""
-    n = np.asarray(label_counts, np.float64)
-    smaller = np.minimum(n[:, None], n[None, :])
-    rate = np.divide(pair_counts, smaller, out=np.zeros_like(smaller), where=smaller > 0)
-    rate = rate * (np.asarray(pair_mask) > 0)
-    top = rate.max()
-    raised = tau0 + gain * (rate / top if top > 0 else rate)
-    return np.minimum(raised, 2.0).astype(np.float32)
 
 
 def default_goemotions_config() -> ml_collections.ConfigDict:
@@ -199,8 +120,21 @@ def default_goemotions_config() -> ml_collections.ConfigDict:
     )
 
 
-def validate(config) -> None:
-    ge, errors = config.goemotions, []
+def default_config_blocks() -> dict[str, ml_collections.ConfigDict]:
+    """The task's own config blocks: `goemotions` and `loss` (the multi-label CMHL loss)."""
+    loss = ml_collections.ConfigDict()
+    loss.alpha = 0.5  # valence head's weight per text against the emotion head's (chosen)
+    loss.lam = 0.4  # exclusivity weight
+    loss.variant = "sum"  # sum (paper), product, min
+    # The loss function: "cmhl" (built-in, cmhl_jax/tasks/goemotions/loss.py) or
+    # MODULE:FUNCTION, a plug-in with the signature of `multilabel_cmhl`.
+    loss.fn = "cmhl"
+    return {"goemotions": default_goemotions_config(), "loss": loss}
+
+
+def validate(config) -> list[str]:
+    """The goemotions and loss blocks' problems (empty: none)."""
+    ge, loss, errors = config.goemotions, config.loss, []
     if ge.granularity not in GRANULARITIES:
         errors.append(
             f"goemotions.granularity must be one of {GRANULARITIES}, got {ge.granularity!r}"
@@ -221,10 +155,11 @@ def validate(config) -> None:
             f"goemotions.cooccurrence has shape {counts.shape}, the {ge.granularity} "
             f"granularity needs ({size}, {size})"
         )
-    if config.loss.fn == "cmhl" and config.loss.variant not in EXCLUSIVITY_VARIANTS:
+    for name in ("alpha", "lam"):
+        check(errors, loss[name] >= 0, f"loss.{name} must be >= 0, got {loss[name]}")
+    if loss.fn == "cmhl" and loss.variant not in EXCLUSIVITY_VARIANTS:
         errors.append(f"loss.variant must be one of {EXCLUSIVITY_VARIANTS}")
-    if errors:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+    return errors
 
 
 SUMMARY_METRICS = (
@@ -253,30 +188,18 @@ TABLE_METRICS = (
 )
 
 
-def loss_arrays(ge) -> dict:
-    """The tables the loss reads, at the granularity: `valence_map` [K, 4], the (positive,
-    negative) `pair_mask` [K, K] and the adaptive thresholds `tau` [K, K]."""
-    granularity = ge.granularity
-    groups = group_names(granularity)
-    valence = valence_of(granularity)
-    positive_ids, negative_ids = valence_ids(granularity)
-    pair_mask = np.zeros((len(groups), len(groups)), np.float32)
-    pair_mask[np.ix_(positive_ids, negative_ids)] = 1.0
-    counts = np.asarray(ge.cooccurrence, np.int64).reshape(-1, len(groups))
-    if not counts.size:  # not counted (a config never trained): no pair is raised
-        counts = np.zeros((len(groups), len(groups)), np.int64)
-    tau = adaptive_tau(np.diagonal(counts), counts, pair_mask, ge.tau0, ge.cooccurrence_gain)
-    return {
-        "valence_map": jnp.asarray(np.eye(len(VALENCE_NAMES), dtype=np.float32)[valence]),
-        "pair_mask": jnp.asarray(pair_mask),
-        "tau": jnp.asarray(tau),
-    }
+TABLE_NOTE = (
+    "Labels predicted at their thresholds (goemotions.threshold / thresholds). "
+    "Contradiction: share of texts with a positive and a negative label predicted; "
+    "false contradiction: those whose gold labels have no such pair (share of all "
+    "texts); mixed recall: of the texts whose gold labels mix positive and negative, "
+    "the share with both predicted. ECE: every (text, label) decision, {bins} bins."
+)
 
 
-def checked_loss_fn(loss_cfg, sizes: dict[str, int], arrays: dict):
-    """`loss.fn` (the built-in multi-label CMHL loss or a plug-in), checked on an example."""
-    loss_fn = multilabel_cmhl if loss_cfg.fn == "cmhl" else resolve_loss_fn(loss_cfg.fn)
-    example = (
+def _example_loss_args(sizes: dict[str, int], arrays: dict, loss_cfg) -> tuple:
+    """Shape-only inputs for checking a loss function before training."""
+    return (
         {name: jnp.zeros((2, size), jnp.float32) for name, size in sizes.items()},
         jnp.zeros((2, sizes["emotion"]), jnp.float32),
         jnp.ones((2,), jnp.float32),
@@ -284,21 +207,35 @@ def checked_loss_fn(loss_cfg, sizes: dict[str, int], arrays: dict):
         jnp.float32(2),
         loss_cfg,
     )
-    check_loss_fn(loss_fn, loss_cfg.fn, example)
-    return loss_fn
+
+
+def _record_extras(groups, thresholds, valence_threshold):
+    """Per-text `labels` (predicted at their thresholds) and `valence_labels`."""
+
+    def extras(probs):
+        emotion = np.asarray(probs["emotion"]) >= thresholds
+        out = {"labels": [[groups[i] for i in np.flatnonzero(row)] for row in emotion]}
+        if "valence" in probs:
+            on = np.asarray(probs["valence"]) >= valence_threshold
+            out["valence_labels"] = [[VALENCE_NAMES[i] for i in np.flatnonzero(r)] for r in on]
+        return out
+
+    return extras
 
 
 def make_task(config) -> Task:
-    validate(config)
-    ge = config.goemotions
+    raise_problems(validate(config))
+    ge, loss_cfg, bins = config.goemotions, config.loss, config.eval.ece_bins
     granularity = ge.granularity
     groups = group_names(granularity)
     to_groups = jnp.asarray(label_map(granularity))
     arrays = loss_arrays(ge)
     sizes = {"emotion": len(groups), "valence": len(VALENCE_NAMES)}
-    loss_cfg = config.loss
-    loss_fn = checked_loss_fn(loss_cfg, sizes, arrays)
+    loss_fn = resolved_loss_fn(
+        loss_cfg.fn, BUILTIN_LOSSES, _example_loss_args(sizes, arrays, loss_cfg)
+    )
     thresholds = np.asarray(ge.thresholds or [ge.threshold] * len(groups), np.float32)
+    positive_ids, negative_ids = valence_ids(granularity)
 
     def loss(outputs, head_params, labels, weights, normalizer):
         del head_params
@@ -319,7 +256,7 @@ def make_task(config) -> Task:
             thresholds=thresholds,
             tune=bool(ge.tune_thresholds),
             tuned=tuned,
-            bins=config.eval.ece_bins,
+            bins=bins,
         )
         active = exclusivity_per_text(
             np.asarray(probs["emotion"]), arrays["pair_mask"], arrays["tau"], loss_cfg.variant
@@ -327,22 +264,12 @@ def make_task(config) -> Task:
         out["hinge_active_rate"] = float(np.mean(np.asarray(active) > 0)) if len(labels) else 0.0
         return out
 
-    positive_ids, negative_ids = valence_ids(granularity)
-
     def bootstrap_inputs(probs, labels):
         gold = map_multi_hot(labels, label_map(granularity))
         tuned = tune_thresholds(probs, gold) if ge.tune_thresholds else None
         return stats.multilabel_inputs(
-            gold, probs, thresholds, positive_ids, negative_ids, config.eval.ece_bins, tuned
+            gold, probs, thresholds, positive_ids, negative_ids, bins, tuned
         )
-
-    def extras(probs):
-        emotion = np.asarray(probs["emotion"]) >= thresholds
-        out = {"labels": [[groups[i] for i in np.flatnonzero(row)] for row in emotion]}
-        if "valence" in probs:
-            on = np.asarray(probs["valence"]) >= ge.threshold
-            out["valence_labels"] = [[VALENCE_NAMES[i] for i in np.flatnonzero(r)] for r in on]
-        return out
 
     return Task(
         name="goemotions",
@@ -358,69 +285,8 @@ def make_task(config) -> Task:
         selection_metric=config.checkpoint.metric,
         prediction_key="top_emotion",
         summary_metrics=SUMMARY_METRICS,
-        record_extras=extras,
+        record_extras=_record_extras(groups, thresholds, ge.threshold),
         table_metrics=TABLE_METRICS,
-        table_note=(
-            "Labels predicted at their thresholds (goemotions.threshold / thresholds). "
-            "Contradiction: share of texts with a positive and a negative label predicted; "
-            "false contradiction: those whose gold labels have no such pair (share of all "
-            "texts); mixed recall: of the texts whose gold labels mix positive and negative, "
-            "the share with both predicted. ECE: every (text, label) decision, 15 bins."
-        ),
+        table_note=TABLE_NOTE.format(bins=bins),
         bootstrap_inputs=bootstrap_inputs,
     )
-
-
-def goemotions_report(
-    probs: dict,
-    labels: np.ndarray,
-    *,
-    granularity: str,
-    thresholds,
-    tune=False,
-    tuned=None,
-    bins=15,
-) -> dict:
-    """Every GoEmotions metric from sigmoid probabilities and 28-label multi-hot gold rows.
-
-    With `tune`, `tuned_macro_f1` / `tuned_micro_f1` score the labels at per-label thresholds:
-    `tuned` (tuned on another split: the run's dev) or, when None, tuned on this split
-    (`tuned_thresholds`; optimistic, for dev only)."""
-    groups = group_names(granularity)
-    emotion = np.asarray(probs["emotion"])
-    labels = np.asarray(labels)
-    gold = map_multi_hot(labels, label_map(granularity))
-    pred = emotion >= np.asarray(thresholds)
-    positive, negative = valence_ids(granularity)
-    report = multilabel_scores(gold, pred, groups)
-    report["num_examples"] = int(len(labels))
-    label_ap = average_precision(emotion, gold)
-    report["macro_ap"] = float(np.nanmean(label_ap)) if np.isfinite(label_ap).any() else 0.0
-    report["micro_ap"] = float(average_precision(emotion.reshape(-1, 1), gold.reshape(-1, 1))[0])
-    for name, ap in zip(groups, label_ap.tolist(), strict=True):
-        report["per_class"][name]["ap"] = None if np.isnan(ap) else ap
-    gold_sentiment = map_multi_hot(labels, label_map("sentiment"))
-    pred_sentiment = map_multi_hot(pred, label_map("sentiment", groups))
-    sentiment_scores = multilabel_scores(gold_sentiment, pred_sentiment, VALENCE_NAMES)
-    report["sentiment_macro_f1"] = sentiment_scores["macro_f1"]
-    if granularity != "sentiment":  # sentiment groups do not map back to Ekman groups
-        ekman = group_names("ekman")
-        gold_ekman = map_multi_hot(labels, label_map("ekman"))
-        pred_ekman = map_multi_hot(pred, label_map("ekman", groups))
-        report["ekman_macro_f1"] = multilabel_scores(gold_ekman, pred_ekman, ekman)["macro_f1"]
-    report.update(multilabel_contradiction(gold, pred, positive, negative))
-    report["ece"] = multilabel_ece(emotion, gold, bins)
-    report["labels_per_text"] = float(pred.sum(1).mean()) if len(pred) else 0.0
-    report["no_label_rate"] = float((~pred.any(1)).mean()) if len(pred) else 0.0
-    if "valence" in probs:
-        valence_pred = np.asarray(probs["valence"]) >= float(np.min(thresholds))
-        valence_scores = multilabel_scores(gold_sentiment, valence_pred, VALENCE_NAMES)
-        report["valence_macro_f1"] = valence_scores["macro_f1"]
-    if tune:
-        report["thresholds_tuned_on"] = "this split" if tuned is None else "validation"
-        tuned = tune_thresholds(emotion, gold) if tuned is None else np.asarray(tuned)
-        tuned_scores = multilabel_scores(gold, emotion >= tuned, groups)
-        report["tuned_thresholds"] = [float(t) for t in tuned]
-        report["tuned_macro_f1"] = tuned_scores["macro_f1"]
-        report["tuned_micro_f1"] = tuned_scores["micro_f1"]
-    return report
