@@ -250,11 +250,9 @@ def summary(times: list[float]) -> dict:
 
 
 def emotions() -> tuple[str, ...]:
-    """The emotion task's label names (the affect module moved into the task's package)."""
-    try:
-        from cmhl_jax.tasks.emotion.affect import EMOTIONS
-    except ImportError:  # pragma: no cover
-        from cmhl_jax.affect import EMOTIONS
+    """The emotion task's label names."""
+    from cmhl_jax.tasks.emotion.affect import EMOTIONS
+
     return tuple(EMOTIONS)
 
 

@@ -6,9 +6,10 @@ kernels, zero biases) and the composite loss of CMHL_SPEC 1.3
 
     L = CE_emotion + 0.5 CE_valence + 0.5 CE_intensity + 0.4 L_excl
 
-with the valence/intensity maps and the tau matrix taken from `cmhl_jax.affect` (so both
-frameworks optimise the same objective). AdamW decays only tensors with ndim >= 2 (no decay on
-biases and LayerNorm), as `cmhl_jax.step.weight_decay_mask`.
+with the valence/intensity maps and the tau matrix taken from
+`cmhl_jax.tasks.emotion.affect` (so both frameworks optimise the same objective). AdamW
+decays only tensors with ndim >= 2 (no decay on biases and LayerNorm), as
+`cmhl_jax.step.weight_decay_mask`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-try:  # the emotion task's affect tables (cmhl_jax.affect before they moved to the task)
-    from cmhl_jax.tasks.emotion.affect import build_affect_tables, default_affect_config
-except ImportError:
-    from cmhl_jax.affect import build_affect_tables, default_affect_config
+from cmhl_jax.tasks.emotion.affect import build_affect_tables, default_affect_config
 
 HEAD_SIZES = {"emotion": 6, "valence": 3, "intensity": 2}
 

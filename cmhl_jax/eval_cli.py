@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             tables=trained.task.tables,
             metrics_path=epath.Path(_WORKDIR.value) / "metrics.jsonl",
             bins=trained.config.eval.ece_bins,
-            variant=trained.config.loss.variant,
+            variant=trained.config.get("loss", {}).get("variant", "sum"),
         )
         report["plots"] = [str(p) for p in plots]
         output.write_text(json.dumps(report, indent=2))

@@ -14,7 +14,7 @@ Python:
 
     from cmhl_jax.predict import Predictor
     predictor = Predictor.from_workdir("runs/minilm")      # or Predictor.from_export(DIR)
-    predictor.predict(["i feel great"])  # -> [{"text": ..., "emotion": "joy", ...}]
+    predictor.predict(["i feel great"])  # -> [{"text": ..., "<head>": label, "confidence": ...}]
 
 Texts go through `cmhl_jax.data` (tokenise, length buckets or packing, fixed batch rows), so
 every batch has one of a few static shapes and each is compiled once.

@@ -3,7 +3,7 @@
     python train.py --config configs/emotion_minilm.py --workdir runs/focal \
         --config.loss.fn=examples.focal:loss --config.loss.gamma=2
 
-The signature every loss function has (see `cmhl_jax.losses.cmhl`):
+The signature every loss function has (see `cmhl_jax.tasks.emotion.loss.cmhl`):
 
     loss_fn(logits, labels, weights, tables, normalizer, cfg) -> (total, terms)
 

@@ -12,7 +12,7 @@ from etils import epath
 
 from cmhl_jax.paths import is_local, workdir_path
 
-WRITERS = ("loop.py", "checkpoint.py", "metrics_log.py", "evaluate.py", "export.py")
+WRITERS = ("loop.py", "checkpoint.py", "metrics_log.py", "evaluate.py", "export/__init__.py")
 # pathlib-only calls that would break a gs:// workdir (a local-only call must be guarded).
 PATHLIB_ONLY = re.compile(
     r"(?<!epath\.)Path\((workdir|out_dir|manager\.directory)|\.resolve\(\)|shutil\.rmtree"

@@ -28,7 +28,7 @@ import numpy as np
 @dataclass(frozen=True)
 class BatchOptions:
     """How texts become rows: the config's ``data.buckets``, ``pack``, ``pack_len`` and
-    ``max_texts_per_row``, checked once by ``config.validate_config`` (not again here)."""
+    ``max_texts_per_row``, checked once by ``tasks.validate_config`` (not again here)."""
 
     buckets: tuple[int, ...]
     pack: bool = False

@@ -63,7 +63,7 @@ def _encode_head_tail(texts: Sequence[str], tokenizer, max_length: int) -> list[
 
 
 _ENCODE_OPTIONS = dict(return_attention_mask=False, return_token_type_ids=False, verbose=False)
-# Truncation names; data.truncation is validated against these by config.validate_config.
+# Truncation names; data.truncation is validated against these by tasks.validate_config.
 _ENCODERS = {"head": _encode_head, "head_tail": _encode_head_tail}
 
 

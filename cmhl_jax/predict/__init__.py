@@ -3,7 +3,7 @@ the `cmhl-predict` command (`cmhl_jax.predict_cli`).
 
     from cmhl_jax.predict import Predictor
     predictor = Predictor.from_workdir("runs/minilm")      # or Predictor.from_export(DIR)
-    predictor.predict(["i feel great"])  # -> [{"text": ..., "emotion": "joy", ...}]
+    predictor.predict(["i feel great"])  # -> [{"text": ..., "<head>": label, "confidence": ...}]
 
 One dict per text: text, emotion, confidence, probabilities (per emotion), valence and
 intensity (with their probabilities), and consistency (`metrics.consistency_score`: 1 = no
@@ -133,11 +133,3 @@ class Predictor:
             texts = [texts]
         texts = list(texts)
         return self.records(texts, self.predict_arrays(texts))
-
-
-if __name__ == "__main__":  # python -m cmhl_jax.predict
-    import sys
-
-    from cmhl_jax.predict_cli import main
-
-    sys.exit(main())

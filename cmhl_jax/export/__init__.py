@@ -93,7 +93,7 @@ def _export_local(trained: TrainedModel, out_dir: Path) -> Path:
         },
         "parameters": {name: list(value.shape) for name, value in heads.items()},
         "head_dropout": trained.model_def.head_dropout,
-        "affect": trained.config.affect.to_dict(),
+        "affect": trained.config.affect.to_dict() if "affect" in trained.config else None,
         "config": json.loads(to_json(trained.config)),
         "step": trained.step,
         "source_workdir": str(trained.workdir),
@@ -132,11 +132,3 @@ def load_export(export_dir: str | Path) -> TrainedModel:
         step=int(meta["step"]),
         workdir=export_dir,
     )
-
-
-if __name__ == "__main__":  # python -m cmhl_jax.export
-    import sys
-
-    from cmhl_jax.export_cli import main
-
-    sys.exit(main())
