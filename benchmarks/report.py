@@ -614,7 +614,7 @@ def generated_sections(res: Path, main_name: str) -> list[str]:
         sections += [throughput_md(r) for r in gpu]
     else:
         sections.append(
-            "Not measured: no GPU was lent to the session that produced these results. "
+            "Not measured yet (no result file from a GPU machine). "
             "Rows: jax, torch_eager, torch_compile — not measured."
         )
     return sections
