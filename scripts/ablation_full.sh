@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The full-length ablation behind the README's "Does CMHL help?" table (issue 12): ce_only,
-# aux_heads and cmhl_sum x 5 seeds on the embedded MiniLM, each the full 3-epoch schedule
+# The full-length ablation behind docs/emotion.md's "Does CMHL help?" table: ce_only,
+# aux_heads, cmhl_sum and cmhl_product x 5 seeds on the embedded MiniLM, each the full 3-epoch schedule
 # (about 1,080 updates of ~45 texts), best checkpoint by val macro-F1, scored on dair-ai val
 # and on ISEAR (../shared/data/isear/test4.txt, another domain; evaluation only).
 #
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 data=${1:-../shared/data}
 shift || true
 python -m cmhl_jax.ablation --config configs/emotion_minilm.py --out docs/ablation/full \
-  --workdirs runs/ablation_full/runs --seeds 5 --arms ce_only,aux_heads,cmhl_sum \
+  --workdirs runs/ablation_full/runs --seeds 5 --arms ce_only,aux_heads,cmhl_sum,cmhl_product \
   --test "$data/isear/test4.txt" "$@" \
   --config.data.local_dir="$data/emotion" --config.parallel.mode=single --config.num_epochs=3
 python -m cmhl_jax.ablation --readme docs/emotion.md --readme_block ablation-full --from docs/ablation/full
