@@ -14,11 +14,10 @@ data=${1:-../shared/data/goemotions}
 workdirs=${2:-runs/goemotions_ablation}
 shift $(($# < 2 ? $# : 2))  # the rest: more ablation flags
 
-# ce_only (the reference, built in): loss.alpha=0, loss.beta=0, loss.lam=0 = BCE on the emotion
-# head only. valence_aux: + the valence head (alpha 0.5, per text), no exclusivity. cmhl: the
-# shipped configs/goemotions_minilm.py setting (valence head + min-form hinge, tau0 0.6).
+# The task's built-in arms: ce_only (the reference: loss.alpha=0, loss.lam=0 = BCE on the
+# emotion head only), valence_aux (+ the valence head, alpha 0.5 per text, no exclusivity) and
+# cmhl (the shipped configs/goemotions_minilm.py setting: valence head + min-form hinge).
 python -m cmhl_jax.ablation --config configs/goemotions_minilm.py --out docs/goemotions \
-  --workdirs "$workdirs" --seeds 3 --arms ce_only \
-  --arm valence_aux=loss.lam=0 --arm cmhl=loss.variant=min \
+  --workdirs "$workdirs" --seeds 3 --arms ce_only,valence_aux,cmhl \
   --config.data.local_dir="$data" --config.parallel.mode=single \
   --config.num_epochs=3 --config.model.matmul_dtype=bfloat16 "$@"

@@ -11,14 +11,11 @@ from pathlib import Path
 
 from cmhl_jax.config import ConfigError, override
 from cmhl_jax.errors import UserError
+from cmhl_jax.tasks import ablation_arms
 
-ARMS: dict[str, tuple[str, list[str]]] = {
-    "ce_only": ("CE on emotion only", ["loss.alpha=0", "loss.beta=0", "loss.lam=0"]),
-    "aux_heads": ("+ valence/intensity heads", ["loss.lam=0"]),
-    "cmhl_sum": ("+ exclusivity, sum (paper)", ["loss.variant=sum"]),
-    "cmhl_product": ("+ exclusivity, product", ["loss.variant=product"]),
-    "cmhl_min": ("+ exclusivity, min", ["loss.variant=min"]),
-}
+# Built-in arms come from the task (`ABLATION_ARMS` of each task module); these are the
+# default task's, for callers that name none.
+ARMS: dict[str, tuple[str, list[str]]] = ablation_arms("emotion")
 REFERENCE = "ce_only"
 
 
@@ -83,11 +80,13 @@ def parse_sweep(text: str) -> tuple[str, list[str]]:
     return key.strip().removeprefix("config."), items
 
 
-def build_arms(arm_names: list[str], sweeps: list[tuple[str, list[str]]], custom=None):
-    """The arms to run: each named arm (built in or `custom` {name: overrides}), times the
-    sweep grid; the reference arm first."""
-    custom = dict(custom or {})
-    known = {**ARMS, **{name: ("custom: " + ",".join(o), o) for name, o in custom.items()}}
+def build_arms(
+    arm_names: list[str], sweeps: list[tuple[str, list[str]]], custom=None, builtin=None
+):
+    """The arms to run: each named arm (`builtin`, the task's arms, default `ARMS`, or
+    `custom` {name: overrides}), times the sweep grid; the reference arm first."""
+    custom, builtin = dict(custom or {}), builtin or ARMS
+    known = {**builtin, **{name: ("custom: " + ",".join(o), o) for name, o in custom.items()}}
     unknown = [a for a in arm_names if a not in known]
     if unknown:
         raise ConfigError(f"unknown arm(s) {unknown}; known: {', '.join(known)}")
@@ -103,15 +102,18 @@ def build_arms(arm_names: list[str], sweeps: list[tuple[str, list[str]]], custom
             extra = tuple(f"{k}={v}" for k, v in point)
             arms.append(Arm(f"{name}[{label}]", f"{description}, {label}", (*overrides, *extra)))
     if REFERENCE not in arm_names:
-        description, overrides = ARMS[REFERENCE]
+        description, overrides = builtin[REFERENCE]
         arms.insert(0, Arm(REFERENCE, description, tuple(overrides)))
     return sorted(arms, key=lambda a: a.name != REFERENCE)
 
 
-def arm_names(names: list[str] | None, custom: dict, sweeps: list) -> list[str]:
+def arm_names(names: list[str] | None, custom: dict, sweeps: list, builtin=None) -> list[str]:
     """The arms of a command: `names` (--arms), else every built-in arm (none when custom arms
-    are given; cmhl_sum alone with a sweep), then the custom arms not named."""
-    names = names or ([] if custom else ["cmhl_sum"] if sweeps else list(ARMS))
+    are given; with a sweep, `cmhl_sum` where the task has it, else its last built-in arm),
+    then the custom arms not named."""
+    builtin = list(builtin or ARMS)
+    swept = ["cmhl_sum"] if "cmhl_sum" in builtin else builtin[-1:]
+    names = names or ([] if custom else swept if sweeps else builtin)
     return [*names, *(name for name in custom if name not in names)]
 
 

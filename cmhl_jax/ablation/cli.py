@@ -63,9 +63,10 @@ from cmhl_jax.ablation.report import (
 )
 from cmhl_jax.ablation.runs import check_same_config, is_trained, train_runs, train_stored_run
 from cmhl_jax.ablation.scores import bootstrap_inputs, record_has, score_run
+from cmhl_jax.config import override
 from cmhl_jax.data import split_spec
 from cmhl_jax.runtime import ensure_fast_runtime
-from cmhl_jax.tasks import make_task
+from cmhl_jax.tasks import ablation_arms, make_task
 
 log = logging.getLogger("cmhl_jax.ablation")
 
@@ -78,7 +79,13 @@ _WORKDIRS = flags.DEFINE_string(
     "workdirs", None, "training workdirs (default OUT/workdirs)", flag_values=FLAGS
 )
 _SEEDS = flags.DEFINE_integer("seeds", 5, "seeds 0..N-1 per arm", lower_bound=1, flag_values=FLAGS)
-_ARMS = flags.DEFINE_list("arms", None, f"arms to run, from {','.join(ARMS)}", flag_values=FLAGS)
+_ARMS = flags.DEFINE_list(
+    "arms",
+    None,
+    f"arms to run, from the task's built-in arms (emotion: {','.join(ARMS)}; mental_health: "
+    "ce_only,gated; goemotions: ce_only,valence_aux,cmhl) and --arm",
+    flag_values=FLAGS,
+)
 _ARM = flags.DEFINE_multi_string(
     "arm", [], "a custom arm: NAME=KEY=VALUE,KEY=VALUE (repeatable)", flag_values=FLAGS
 )
@@ -116,12 +123,16 @@ def _plan(argv: list[str], out: Path):
     custom = load_arms_file(_ARMS_FILE.value) if _ARMS_FILE.value else {}
     custom.update(dict(parse_arm(text) for text in _ARM.value))
     sweeps = [parse_sweep(s) for s in _SWEEP.value]
-    arms = build_arms(arm_names(_ARMS.value, custom, sweeps), sweeps, custom)
+    config_path = FLAGS["config"].config_filename
+    overrides = [arg.removeprefix("--config.") for arg in argv if arg.startswith("--config.")]
+    builtin = ablation_arms(override(config_path, overrides).task)  # the task's arms
+    names = arm_names(_ARMS.value, custom, sweeps, builtin)
+    arms = build_arms(names, sweeps, custom, builtin)
     runs, configs = plan_runs(
         arms,
         _SEEDS.value,
-        config_path=FLAGS["config"].config_filename,
-        overrides=[arg.removeprefix("--config.") for arg in argv if arg.startswith("--config.")],
+        config_path=config_path,
+        overrides=overrides,
         out=out,
         workdirs=Path(_WORKDIRS.value) if _WORKDIRS.value else None,
     )

@@ -8,7 +8,8 @@ these without knowing which task runs.
 Each task module owns its label knowledge, loss, report and config: it provides
 `make_task(config) -> Task`, `default_config_blocks() -> {block: ConfigDict}` (the blocks the
 shipped configs add to the generic defaults, configs/default.py) and `validate(config) ->
-[problem, ...]` (its blocks' checks), and optionally `count_training_labels(config)` (fields it
+[problem, ...]` (its blocks' checks), `ABLATION_ARMS` (the ablation's built-in arms, with the
+reference `ce_only`), and optionally `count_training_labels(config)` (fields it
 fills from its training split when training starts). A new task is one package and one line in
 `TASKS`.
 
@@ -31,6 +32,7 @@ TASKS = {"emotion": emotion, "mental_health": mental_health, "goemotions": goemo
 __all__ = [
     "TASKS",
     "EarlyStopping",
+    "ablation_arms",
     "Task",
     "default_config_blocks",
     "fit_data_statistics",
@@ -60,6 +62,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     else:
         errors += TASKS[config.task].validate(config)
     raise_problems(errors)
+
+
+def ablation_arms(task: str) -> dict[str, tuple[str, list[str]]]:
+    """The task's built-in ablation arms: name -> (description, config overrides)."""
+    return dict(_task_module(task).ABLATION_ARMS)
 
 
 def fit_data_statistics(config) -> None:

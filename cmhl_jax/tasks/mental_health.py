@@ -252,6 +252,13 @@ def mental_health_report(
 # The task
 
 
+# The ablation's built-in arms (`cmhl-ablation --arms`); `ce_only` is the reference.
+ABLATION_ARMS = {
+    "ce_only": ("CE, single head (baseline)", ["mental_health.single_head_baseline=true"]),
+    "gated": ("gated primary + intensity heads (paper)", []),
+}
+
+
 def default_config_blocks() -> dict[str, ml_collections.ConfigDict]:
     """The task's own config block, `mental_health` (the loss has no hyper-parameters: its
     intensity weight is learned)."""

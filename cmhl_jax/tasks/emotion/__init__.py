@@ -44,6 +44,17 @@ TABLE_NOTE = (
 )
 
 
+# The ablation's built-in arms (`cmhl-ablation --arms`): name -> (description, overrides);
+# `ce_only` is the reference every other arm is compared with.
+ABLATION_ARMS = {
+    "ce_only": ("CE on emotion only", ["loss.alpha=0", "loss.beta=0", "loss.lam=0"]),
+    "aux_heads": ("+ valence/intensity heads", ["loss.lam=0"]),
+    "cmhl_sum": ("+ exclusivity, sum (paper)", ["loss.variant=sum"]),
+    "cmhl_product": ("+ exclusivity, product", ["loss.variant=product"]),
+    "cmhl_min": ("+ exclusivity, min", ["loss.variant=min"]),
+}
+
+
 def default_config_blocks() -> dict[str, ml_collections.ConfigDict]:
     """The task's own config blocks: `affect` (label knowledge), `loss`, and the contradiction
     threshold of its report (added to the generic `eval` block)."""

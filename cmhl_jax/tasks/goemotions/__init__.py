@@ -80,6 +80,14 @@ __all__ = [
 BUILTIN_LOSSES = {"cmhl": multilabel_cmhl}
 
 
+# The ablation's built-in arms (`cmhl-ablation --arms`); `ce_only` is the reference.
+ABLATION_ARMS = {
+    "ce_only": ("BCE on the emotion head only", ["loss.alpha=0", "loss.lam=0"]),
+    "valence_aux": ("+ valence head", ["loss.lam=0"]),
+    "cmhl": ("+ valence head and the exclusivity hinge (the config's setting)", []),
+}
+
+
 def count_training_labels(config) -> None:
     """Fills `goemotions.cooccurrence` from the training split, once (a run's config keeps it,
     so evaluation and prediction need no training data). Milliseconds for GoEmotions' 43k
