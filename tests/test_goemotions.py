@@ -574,3 +574,28 @@ def test_eval_applies_the_dev_tuned_thresholds_to_another_split():
     gold = other_labels > 0
     expected = multilabel_scores(gold, other_probs >= np.asarray(dev["tuned_thresholds"]), E)
     assert other["tuned_macro_f1"] == pytest.approx(expected["macro_f1"])
+
+
+def test_heads_start_at_the_initial_probability_and_the_valence_probe_is_detached():
+    """Emotion biases at logit(initial_probability) (so the hinge is off at the start); with
+    valence_stop_gradient the valence loss sends no gradient into the encoder's output, and
+    the emotion logits are the same either way."""
+    import jax
+
+    config = config_for()
+    task = make_task(config)
+    params = task.init_heads(jax.random.key(0), 8)
+    p0 = config.goemotions.initial_probability
+    assert np.allclose(jax.nn.sigmoid(params["emotion"]["bias"]), p0)
+    assert np.allclose(params["valence"]["bias"], 0.0)
+    hidden = jax.random.normal(jax.random.key(1), (3, 8))
+
+    def valence_grad(t):
+        return jax.grad(lambda h: t.apply_heads(params, h)["valence"].sum())(hidden)
+
+    config.goemotions.valence_stop_gradient = True
+    probe = make_task(config)
+    assert np.abs(valence_grad(task)).max() > 0 and np.abs(valence_grad(probe)).max() == 0
+    np.testing.assert_array_equal(
+        task.apply_heads(params, hidden)["emotion"], probe.apply_heads(params, hidden)["emotion"]
+    )

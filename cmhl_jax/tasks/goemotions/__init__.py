@@ -27,6 +27,8 @@ The package: `labels` (the 28 labels, the Ekman and sentiment maps), `loss`, `re
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -84,6 +86,10 @@ BUILTIN_LOSSES = {"cmhl": multilabel_cmhl}
 ABLATION_ARMS = {
     "ce_only": ("BCE on the emotion head only", ["loss.alpha=0", "loss.lam=0"]),
     "valence_aux": ("+ valence head", ["loss.lam=0"]),
+    "valence_sg": (
+        "+ valence head as a probe (no gradient into the encoder)",
+        ["loss.lam=0", "goemotions.valence_stop_gradient=true"],
+    ),
     "cmhl": ("+ valence head and the exclusivity hinge (the config's setting)", []),
 }
 
@@ -120,6 +126,15 @@ def default_goemotions_config() -> ml_collections.ConfigDict:
             # above tau/2 = 0.3, the prediction threshold: on texts predicted contradictory.
             "tau0": 0.6,
             "cooccurrence_gain": 0.5,  # chosen: tau of the most co-occurring pair = tau0 + gain
+            # chosen: every emotion output starts at this probability (its bias at the
+            # log-odds), near GoEmotions' label rates, not 0.5: at 0.5 every (positive,
+            # negative) pair is past tau0 / 2 and the hinge pushes every label down at once
+            # before anything is learned. 0 keeps the zero bias.
+            "initial_probability": 0.05,
+            # Train the valence head on the encoder's output without passing its gradient
+            # into the encoder (a probe): the encoder then learns from the emotion loss and
+            # the hinge only.
+            "valence_stop_gradient": False,
             # Texts per label pair [K, K] (diagonal: per label) of the training split at the
             # granularity; filled when training starts (`count_training_labels`). Empty: the
             # flat tau0 (as if no pair co-occurred).
@@ -154,6 +169,8 @@ def validate(config) -> list[str]:
         )
     if not 0 < ge.threshold < 1 or any(not 0 < t < 1 for t in ge.thresholds):
         errors.append("goemotions thresholds must be in (0, 1)")
+    if not 0 <= ge.initial_probability < 1:
+        errors.append("goemotions.initial_probability must be in [0, 1)")
     if not 0 <= ge.tau0 <= 2 or ge.cooccurrence_gain < 0:
         errors.append("goemotions.tau0 must be in [0, 2] and cooccurrence_gain >= 0")
     size = len(group_names(ge.granularity)) if ge.granularity in GRANULARITIES else None
@@ -231,6 +248,27 @@ def _record_extras(groups, thresholds, valence_threshold):
     return extras
 
 
+def _init_heads(key, hidden_size: int, *, sizes: dict, probability: float) -> dict:
+    """Linear heads (`heads.init_heads`), the emotion biases at logit(`probability`)."""
+    params = init_heads(key, hidden_size, sizes)
+    if probability:
+        bias = params["emotion"]["bias"]
+        params["emotion"]["bias"] = jnp.full_like(bias, np.log(probability / (1 - probability)))
+    return params
+
+
+def _apply_heads(params, hidden, *, dropout_rate=0.0, rng=None, detach_valence=False):
+    """`heads.apply_heads`; with `detach_valence` the valence head reads the encoder's output
+    through a stop-gradient (same dropout mask)."""
+    if not detach_valence:
+        return apply_heads(params, hidden, dropout_rate=dropout_rate, rng=rng)
+    emotion = {k: v for k, v in params.items() if k != "valence"}
+    out = apply_heads(emotion, hidden, dropout_rate=dropout_rate, rng=rng)
+    detached = jax.lax.stop_gradient(hidden)
+    valence = {"valence": params["valence"]}
+    return {**out, **apply_heads(valence, detached, dropout_rate=dropout_rate, rng=rng)}
+
+
 def make_task(config) -> Task:
     raise_problems(validate(config))
     ge, loss_cfg, bins = config.goemotions, config.loss, config.eval.ece_bins
@@ -283,8 +321,8 @@ def make_task(config) -> Task:
         name="goemotions",
         label_names=EMOTIONS,  # the data's label ids (the 28 of emotions.txt)
         primary="emotion",
-        init_heads=lambda key, hidden_size: init_heads(key, hidden_size, sizes),
-        apply_heads=apply_heads,
+        init_heads=functools.partial(_init_heads, sizes=sizes, probability=ge.initial_probability),
+        apply_heads=functools.partial(_apply_heads, detach_valence=ge.valence_stop_gradient),
         loss=loss,
         probabilities=probabilities,
         report=report,
