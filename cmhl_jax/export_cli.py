@@ -1,18 +1,7 @@
-"""Export a trained workdir to a portable folder, and import it back.
+"""The `cmhl-export` command: export a trained workdir to a portable folder (what the folder
+holds, and how to load it back: `cmhl_jax.export`).
 
     python -m cmhl_jax.export --workdir runs/minilm --out exports/minilm [--checkpoint best]
-
-The export folder holds:
-
-* the encoder in Hugging Face format (`config.json`, `model.safetensors`; loadable with
-  `transformers.AutoModel.from_pretrained(EXPORT_DIR)`) and its tokenizer files;
-* `heads.safetensors`: every head parameter, flat keys `<head>.<param>` (e.g. `emotion.kernel`,
-  [hidden, classes], applied as `h @ kernel + bias` to the first-token state h);
-* `heads.json`: format version, task, head sizes and label names, the affect config, the
-  full training config, the checkpoint step and where it came from.
-
-`load_export(EXPORT_DIR)` rebuilds a `TrainedModel`; `Predictor.from_export(EXPORT_DIR)`
-predicts with it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
+from test_encoder import _batch as encoder_batch
 
 from cmhl_jax.encoder import EncoderConfig, WeightsMismatchError, hub, load_encoder, save_pretrained
 from cmhl_jax.errors import UserError
@@ -46,14 +47,8 @@ TEXTS = [
 
 
 def _batch(lengths, vocab_size=100, pad_id=1, seed=0):
-    """Random right-padded int32 ids and mask (real ids avoid special ids 0..2)."""
-    rng = np.random.default_rng(seed)
-    ids = np.full((len(lengths), max(lengths)), pad_id, np.int32)
-    mask = np.zeros_like(ids)
-    for b, n in enumerate(lengths):
-        ids[b, :n] = rng.integers(3, vocab_size, n)
-        mask[b, :n] = 1
-    return ids, mask
+    """Random right-padded int32 ids and mask (`test_encoder._batch`), MPNet's pad id 1."""
+    return encoder_batch(lengths, vocab_size, pad_id, seed)
 
 
 def _torch_hidden(model, ids, mask=None):
