@@ -49,7 +49,7 @@ TASKS = {
         "swmh_minilm.py",
         make_reddit_mh_data,
         30,
-        ("mental_health.early_stopping_patience=0",),
+        ("mental_health.early_stopping.patience=0",),
         ["i cannot sleep and everything feels hopeless", "my heart races before exams", "ok"],
     ),
     "goemotions": (
@@ -114,7 +114,8 @@ def test_every_command_on_a_trained_model(task, tmp_path, tiny_encoder_dir, caps
         (workdir / "config.json").write_text(json.dumps(run_config))
         assert _eval_cli().main(argv) == 0
         records = _json_lines(Path(report["predictions_file"]).read_text())
-        assert {len(r["labels"]) for r in records} == {0, 1, 2}
+        counts = {len(r["labels"]) for r in records}
+        assert {0, 1} <= counts and max(counts) >= 2, counts  # none, one, several
         assert json.loads(output.read_text())["no_label_rate"] > 0
     capsys.readouterr()
 
