@@ -20,7 +20,7 @@ run_task() {
   echo "== $task: train $steps steps"
   python train.py --config "$config" --workdir "$work/run" --config.data.local_dir="$dir" \
     --config.max_steps="$steps" --config.model.matmul_dtype=bfloat16
-  echo "== $task: eval.py --plots (first 300 validation texts)"
+  echo "== $task: eval.py --plots (the first 300 lines of the validation file)"
   mkdir -p "$work/eval"
   head -n 301 "$dir/$val" >"$work/eval/$val"
   python eval.py --workdir "$work/run" --data "$work/eval/$val" --output "$work/eval/val.json" --plots
