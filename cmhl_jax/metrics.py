@@ -60,14 +60,20 @@ def classification_scores(labels, preds, class_names) -> dict:
     }
 
 
+def ece_bin_index(confidence: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """Each confidence's equal-width bin of [0, 1] (0 .. bins - 1; a bin includes its upper
+    edge)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+
+
 def expected_calibration_error(
     probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
 ) -> float:
     """ECE with equal-width confidence bins: sum_b |B|/n * |accuracy(B) - confidence(B)|."""
     confidence = probs.max(-1)
     correct = probs.argmax(-1) == labels
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    index = ece_bin_index(confidence, bins)
     ece = 0.0
     for b in range(bins):
         in_bin = index == b

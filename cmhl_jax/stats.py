@@ -14,7 +14,13 @@ import math
 
 import numpy as np
 
-from cmhl_jax.metrics import ECE_BINS, average_precision, mixed_valence, precision_recall_f1
+from cmhl_jax.metrics import (
+    ECE_BINS,
+    average_precision,
+    ece_bin_index,
+    mixed_valence,
+    precision_recall_f1,
+)
 
 BOOTSTRAP_METRICS = (
     "accuracy",
@@ -77,7 +83,7 @@ def classification_inputs(labels, probs, bins=ECE_BINS) -> dict:
     confidence, preds = probs.max(-1), probs.argmax(-1)
     return {
         "preds": preds,
-        "ece_bin": _ece_bins(confidence, bins),
+        "ece_bin": ece_bin_index(confidence, bins),
         "ece_gap": confidence - (preds == labels),
     }
 
@@ -91,12 +97,6 @@ def per_text_inputs(labels, probs, positive_ids, negative_ids, threshold: float,
         "contradicted": (probs[:, positive_ids].max(-1) >= threshold)
         & (probs[:, negative_ids].max(-1) >= threshold),
     }
-
-
-def _ece_bins(confidence: np.ndarray, bins: int) -> np.ndarray:
-    """Each confidence's equal-width bin, as `metrics.expected_calibration_error`."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
 
 
 def multilabel_inputs(
@@ -113,7 +113,7 @@ def multilabel_inputs(
     confidence = np.maximum(probs, 1.0 - probs)  # the binary decision at 0.5: argmax(1-p, p)
     gap = confidence - ((probs > 0.5) == gold)
     ece_gap = np.zeros((len(gold), bins))
-    np.add.at(ece_gap, (np.arange(len(gold))[:, None], _ece_bins(confidence, bins)), gap)
+    np.add.at(ece_gap, (np.arange(len(gold))[:, None], ece_bin_index(confidence, bins)), gap)
     tuned_preds = {} if tuned is None else {"tuned_preds": probs >= np.asarray(tuned)}
     return {
         "preds": preds,

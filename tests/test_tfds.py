@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from cmhl_jax import data as data_lib
 from cmhl_jax.data import tfds_builders
+from cmhl_jax.data.tfds_builders.__main__ import main as tfds_main
 from cmhl_jax.tasks.goemotions import EMOTIONS as GOEMOTIONS_LABELS
 
 LINES = helpers.emotion_lines(12, 0)
@@ -94,7 +95,7 @@ def no_local_data(monkeypatch):
 def test_cmhl_emotion_builder_trains_and_evaluates(tmp_path, monkeypatch, no_local_data):
     manual = helpers.emotion_data(tmp_path)  # train.txt, val.txt (`text;label`)
     tfds_data = tmp_path / "tfds"
-    out = tfds_builders.main(["cmhl_emotion", "--manual_dir", str(manual), "--data_dir",
+    out = tfds_main(["cmhl_emotion", "--manual_dir", str(manual), "--data_dir",
                               str(tfds_data)])  # fmt: skip
     assert out == 0
     assert list(tfds_data.glob("cmhl_emotion/1.0.0/*.array_record*"))  # array_record files

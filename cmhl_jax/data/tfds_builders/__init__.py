@@ -1,4 +1,5 @@
-"""The project's TFDS datasets, prepared offline from local files, and their command line.
+"""The project's TFDS datasets, prepared offline from local files (the command line:
+`__main__.py`).
 
 Each is a TFDS "manual download" dataset: the source files are put in a folder (the manual
 dir) and the dataset is prepared from them, without network, in the array_record format, which
@@ -21,23 +22,14 @@ into `--data_dir` (default `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`). In P
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from cmhl_jax import cli
 from cmhl_jax.data.sources import TFDS_BUILDERS, DataError, tfds_builder_class
 
 BUILDERS = tuple(sorted(TFDS_BUILDERS))
-
-
-if __name__ == "__main__":  # run through the package module: each builder registers once
-    from cmhl_jax.data import tfds_builders
-
-    sys.exit(tfds_builders.main())
 
 
 def manual_dir(dl_manager) -> Path:
@@ -72,20 +64,3 @@ def prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
     )
     return builder
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m cmhl_jax.data.tfds_builders",
-        description="Prepare one of the project's TFDS datasets from local files (offline).",
-    )
-    parser.add_argument("name", choices=sorted(BUILDERS))
-    parser.add_argument("--manual_dir", required=True, help="the folder with the source files")
-    parser.add_argument("--data_dir", default=None, help="default: $TFDS_DATA_DIR")
-    args = parser.parse_args(argv)
-    cli.setup_logging()
-    with cli.user_errors(parser.prog):
-        builder = prepare(args.name, manual_dir=args.manual_dir, data_dir=args.data_dir)
-    splits = {name: info.num_examples for name, info in builder.info.splits.items()}
-    print(f"{args.name} {builder.info.version} in {builder.data_dir}: {splits}")
-    return 0
