@@ -201,7 +201,7 @@ def test_tau_is_raised_for_pairs_that_co_occur():
 
 
 def test_loss_by_hand():
-    """(sum of emotion BCE + 0.5 * sum of valence BCE) / 28 + lam * L_excl, min form: a pair
+    """(sum of emotion BCE + alpha * sum of valence BCE) / 28 + lam * L_excl, min form: a pair
     counts min(p_i, p_j) - tau_ij / 2 when positive."""
     task = make_task(config_for())
     lam = config_for().loss.lam
@@ -244,11 +244,10 @@ def test_loss_by_hand():
     np.testing.assert_allclose(float(terms["bce_valence"]), np.mean(bce_valence) / 28, rtol=1e-5)
     np.testing.assert_allclose(float(terms["exclusivity"]), excl, rtol=1e-4)
     assert float(terms["hinge_active"]) == 0.5  # text 1 of the two real texts
-    expected = (np.mean(bce) + 0.5 * np.mean(bce_valence)) / 28 + lam * excl
+    alpha = config_for().loss.alpha  # the valence head's weight per text
+    expected = (np.mean(bce) + alpha * np.mean(bce_valence)) / 28 + lam * excl
     np.testing.assert_allclose(float(total), expected, rtol=1e-5)
-    # alpha weighs the heads per text: the valence head's 4 outputs carry half the weight of
-    # the emotion head's 28 (0.5 * 4 valence BCEs vs 28 emotion BCEs at the same loss each).
-    assert lam > 0
+    assert lam > 0 and 0 < alpha < 1
 
     # The same pair under tau0 without the co-occurrence raise would fire.
     flat_cfg = config_for()
