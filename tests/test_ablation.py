@@ -215,6 +215,12 @@ def test_records_are_matched_across_machines():
     assert ablation.config_differences(stored, same) == []
     other = {"data": {"local_dir": "/x", "max_length": 64}, "optim": {"lr": 1e-4}}
     assert ablation.config_differences(stored, other) == ["data.max_length"]
+    # Counts fitted from the training split are filled after a workdir's config is stored.
+    fitted = {"goemotions": {"cooccurrence": [[3, 1], [1, 2]], "tau0": 0.6}}
+    assert (
+        ablation.config_differences({"goemotions": {"cooccurrence": [], "tau0": 0.6}}, fitted) == []
+    )
+    assert ablation.config_differences({"goemotions": {"tau0": 0.5}}, fitted) == ["goemotions.tau0"]
 
 
 def test_curve_table_means_over_seeds():

@@ -143,6 +143,13 @@ def test_every_command_on_a_trained_model(task, tmp_path, tiny_encoder_dir, caps
     # --- cmhl-ablation, one arm and one seed ----------------------------------------------
     out = tmp_path / "ablation"
     argv = ["--config", config, "--out", str(out), "--seeds", "1", "--arms", "ce_only"]
-    assert ablation.main([*argv, "--resamples", "20", "--config.max_steps=4", *overrides]) == 0
+    argv += ["--resamples", "20", "--config.max_steps=4", *overrides]
+    assert ablation.main(argv) == 0
     table = (out / "ablation.md").read_text()
     assert "| `ce_only` | 1 |" in table
+    # Run again: the scored run is skipped (its stored config, data statistics included,
+    # matches), not refused or retrained.
+    record = out / "runs" / "ce_only_s0.json"
+    mtime = record.stat().st_mtime_ns
+    assert ablation.main(argv) == 0
+    assert record.stat().st_mtime_ns == mtime

@@ -18,6 +18,7 @@ from ml_collections import ConfigDict
 from cmhl_jax.ablation.arms import AblationError, Run
 from cmhl_jax.config import to_json
 from cmhl_jax.loop import train_and_evaluate
+from cmhl_jax.tasks import fitted_config_keys
 
 log = logging.getLogger("cmhl_jax.ablation")
 
@@ -42,10 +43,12 @@ def flat_config(config) -> dict:
 def config_differences(stored: dict, config) -> list[str]:
     """Keys whose values differ between a run's stored config and `config` (keys only one of
     them has, e.g. fields added by a later version with their defaults, and machine paths do
-    not count)."""
+    not count, nor do fields fitted from the training split: a workdir's config is stored
+    before they are filled)."""
     new = flat_config(config)
     old = flat_config(stored)
-    return sorted(k for k in old.keys() & new.keys() if k not in MACHINE_KEYS and old[k] != new[k])
+    ignored = (*MACHINE_KEYS, *fitted_config_keys())
+    return sorted(k for k in old.keys() & new.keys() if k not in ignored and old[k] != new[k])
 
 
 def check_same_config(run: Run, config) -> None:

@@ -9,9 +9,9 @@ Each task module owns its label knowledge, loss, report and config: it provides
 `make_task(config) -> Task`, `default_config_blocks() -> {block: ConfigDict}` (the blocks the
 shipped configs add to the generic defaults, configs/default.py) and `validate(config) ->
 [problem, ...]` (its blocks' checks), `ABLATION_ARMS` (the ablation's built-in arms, with the
-reference `ce_only`), and optionally `count_training_labels(config)` (fields it
-fills from its training split when training starts). A new task is one package and one line in
-`TASKS`.
+reference `ce_only`), and optionally `count_training_labels(config)` (fields it fills from
+its training split when training starts, named in `FITTED_KEYS`). A new task is one package
+and one line in `TASKS`.
 
 * `emotion`: CMHL_SPEC section 1 (`tasks/emotion/`);
 * `mental_health`: section 2, gated heads and the CE-only baseline (`tasks/mental_health.py`);
@@ -36,6 +36,7 @@ __all__ = [
     "Task",
     "default_config_blocks",
     "fit_data_statistics",
+    "fitted_config_keys",
     "make_task",
     "validate_config",
 ]
@@ -75,6 +76,11 @@ def fit_data_statistics(config) -> None:
     count = getattr(_task_module(config.task), "count_training_labels", None)
     if count is not None:
         count(config)
+
+
+def fitted_config_keys() -> tuple[str, ...]:
+    """Config keys (flattened, "block.field") that any task fills from its training split."""
+    return tuple(key for module in TASKS.values() for key in getattr(module, "FITTED_KEYS", ()))
 
 
 def make_task(config) -> Task:

@@ -67,6 +67,7 @@ __all__ = [
     "adaptive_tau",
     "cooccurrence_counts",
     "count_training_labels",
+    "FITTED_KEYS",
     "default_config_blocks",
     "default_goemotions_config",
     "goemotions_report",
@@ -92,6 +93,11 @@ ABLATION_ARMS = {
     ),
     "cmhl": ("+ valence head and the exclusivity hinge (the config's setting)", []),
 }
+
+
+# Config fields `count_training_labels` fills from the training split (a function of the data,
+# like `data.local_dir`: not compared when a stored run is matched to a config).
+FITTED_KEYS = ("goemotions.cooccurrence",)
 
 
 def count_training_labels(config) -> None:
