@@ -9,6 +9,7 @@ config), `tiny_train_args` (train.py command line), `make_tiny_encoder` / `tiny_
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import socket
 import sys
@@ -90,6 +91,15 @@ TINY = {
 
 def _flag(override: str) -> str:
     return override.removeprefix("--config.")
+
+
+def load_script(relative_path: str):
+    """A script of the repository (eval.py, scripts/x.py) imported as a module."""
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(encoder: str | Path, data: str | Path, *overrides: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -230,3 +231,35 @@ def test_curve_table_means_over_seeds():
     ]
     table = ablation.curve_table(records)
     assert "| `ce_only` | 60.00 (n=2) |" in table and "epoch 1" in table
+
+
+def test_exclusivity_activity_forms_on_the_emotion_task(tmp_path, capsys):
+    """`scripts/exclusivity_activity.py --forms` on hand-made emotion runs, at the default affect
+    tables (joy-sadness: tau = 0.3, the farthest pair): joy 0.97 alone fires only the sum form
+    (0.976 > 0.3; the product 0.006 < 0.15^2, the min 0.006 < 0.15), joy = sadness = 0.5 fires
+    all three, surprise alone (in no pair) none."""
+    from conftest import EMOTION_NAMES, load_script
+
+    from cmhl_jax.ablation.runs import flat_config
+
+    script = load_script("scripts/exclusivity_activity.py")
+    probs = np.full((3, 6), 0.006, np.float32)
+    joy, sadness, surprise = (EMOTION_NAMES.index(e) for e in ("joy", "sadness", "surprise"))
+    probs[0, joy] = 0.97
+    probs[1] = 0.0
+    probs[1, [joy, sadness]] = 0.5
+    probs[2] = 0.0
+    probs[2, surprise] = 1.0
+    config = flat_config(load_config(str(helpers.ROOT / "configs" / "tiny.py")))
+    assert config["task"] == "emotion"
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for arm, lam in (("ce_only", 0.0), ("cmhl_product", 0.4)):
+        record = {"arm": arm, "seed": 0, "config": {**config, "loss.lam": lam}}
+        record["config"]["loss.variant"] = "product"
+        (runs / f"{arm}_s0.json").write_text(json.dumps(record))
+        np.savez(runs / f"{arm}_s0.npz", val_probs=probs)
+    script.main([str(tmp_path), "--forms"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| `ce_only` | 1 | 66.67 | 33.33 | 33.33 |"
+    assert lines[3] == "| `cmhl_product` | 1 | 66.67 | **33.33** | 33.33 |"

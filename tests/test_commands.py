@@ -8,13 +8,12 @@ outputs; the multi-label model must predict 0, 1 and several labels for differen
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_emotion_data, make_reddit_mh_data
+from conftest import load_script, make_emotion_data, make_reddit_mh_data
 from test_goemotions import make_goemotions_data
 
 from cmhl_jax import ablation, export_cli, predict_cli, train_cli
@@ -63,10 +62,7 @@ TASKS = {
 
 
 def _eval_cli():
-    spec = importlib.util.spec_from_file_location("eval_cli_script", ROOT / "eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("eval.py")
 
 
 def _json_lines(text: str) -> list[dict]:

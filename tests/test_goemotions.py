@@ -9,6 +9,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import load_script
 
 from cmhl_jax import data as data_lib
 from cmhl_jax.metrics import multilabel_contradiction, multilabel_scores, tune_thresholds
@@ -448,7 +449,6 @@ def make_goemotions_data(path: Path, n_train: int = 64, n_dev: int = 24) -> Path
 
 @pytest.mark.slow  # a tiny training run
 def test_tiny_train_and_eval(tmp_path, tiny_encoder_dir):
-    import importlib.util
 
     from conftest import tiny_config
 
@@ -464,9 +464,7 @@ def test_tiny_train_and_eval(tmp_path, tiny_encoder_dir):
     workdir = tmp_path / "run"
     summary = train_and_evaluate(config, workdir)
     assert summary["step"] == 2  # 64 texts, 4 per packed row, 8 rows a batch
-    spec = importlib.util.spec_from_file_location("eval_cli", ROOT / "eval.py")
-    eval_cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_cli)
+    eval_cli = load_script("eval.py")
     output = tmp_path / "dev.json"
     argv = ["--workdir", str(workdir), "--data", str(data / "dev.tsv"), "--output", str(output)]
     assert eval_cli.main(argv) == 0
@@ -490,18 +488,15 @@ def test_tiny_train_and_eval(tmp_path, tiny_encoder_dir):
 def test_exclusivity_activity_script_counts_texts_past_tau(tmp_path, capsys):
     """scripts/exclusivity_activity.py on a hand-made run: joy 0.9 + anger 0.8 is past its tau
     (1.7 > tau 1.0), joy 0.9 alone and caring 0.6 + grief 0.6 (tau 1.5) are not."""
-    import importlib.util
 
-    path = Path(__file__).parents[1] / "scripts" / "exclusivity_activity.py"
-    spec = importlib.util.spec_from_file_location("exclusivity_activity", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/exclusivity_activity.py")
     probs = np.zeros((3, 28), np.float32)
     probs[0, [E["joy"], E["anger"]]] = 0.9, 0.8
     probs[1, E["joy"]] = 0.9
     probs[2, [E["caring"], E["grief"]]] = 0.6
     flat = {f"goemotions.{k}": v for k, v in config_for().goemotions.items()}
     flat["loss.variant"], flat["goemotions.tau0"] = "sum", 1.0  # caring + grief: tau 1.5
+    flat["task"] = "goemotions"
     on, term = script.hinge_activity(probs, flat)
     assert on == pytest.approx(1 / 3)
     assert term == pytest.approx((1.7 - 1.0) / (12 * 11) / 3, rel=1e-5)

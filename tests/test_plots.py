@@ -3,13 +3,13 @@ non-empty PNGs; eval.py --plots writes them next to its JSON."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import matplotlib  # the `plots` extra; part of the `test` extra
 import numpy as np
 import pytest
 import research_helpers as helpers
+from conftest import load_script
 
 from cmhl_jax import plots
 from cmhl_jax.tasks.emotion.affect import build_affect_tables, default_affect_config
@@ -201,9 +201,7 @@ def test_training_curves_show_small_validation_changes(tmp_path, drawn):
 def test_eval_cli_plots(tmp_path_factory, drawn):
     workdir = helpers.trained_workdir(tmp_path_factory.getbasetemp())
     assert _is_png(plots.plot_training_curves(workdir / "metrics.jsonl", workdir / "curves.png"))
-    spec = importlib.util.spec_from_file_location("eval_cli", helpers.ROOT / "eval.py")
-    eval_cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_cli)
+    eval_cli = load_script("eval.py")
     out = tmp_path_factory.mktemp("eval") / "val.json"
     data = helpers.emotion_data(tmp_path_factory.getbasetemp()) / "val.txt"
     eval_cli.main(["--workdir", str(workdir), "--data", str(data), "--output", str(out), "--plots"])

@@ -10,7 +10,6 @@ then B and C resume together.
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import json
 import os
 import random
@@ -29,7 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import reliability_helpers as rh
-from conftest import EMOTION_NAMES, make_emotion_data
+from conftest import EMOTION_NAMES, load_script, make_emotion_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,10 +44,7 @@ PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # protocols
 
 
 def load_resume_check():
-    spec = importlib.util.spec_from_file_location("resume_check", ROOT / "scripts/resume_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/resume_check.py")
 
 
 @pytest.fixture(scope="module")
@@ -571,10 +567,7 @@ def test_train_cli_rejects_bad_arguments(argv, message, tmp_path, capsys):
 
 
 def _cli_main(script: str):
-    spec = importlib.util.spec_from_file_location(f"cmhl_cli_{script[:-3]}", ROOT / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script(script).main
 
 
 def _eval_main():
