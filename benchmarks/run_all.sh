@@ -1,13 +1,34 @@
 #!/usr/bin/env bash
 # The CPU benchmark runs behind docs/benchmarks.md, then the report (~60 min on 2 quiet cores).
 #   bash benchmarks/run_all.sh            (EPOCH_LIMIT=N: first N training texts, default all)
+#   bash benchmarks/run_all.sh mpnet      base size (all-mpnet-base-v2, ~40 min; EPOCH_LIMIT
+#                                         default 1024 texts: a full epoch is hours per framework)
 # Results go to benchmarks/results/<vendor>-<family>-<model>/, one file per benchmark: a run
-# replaces its CPU's file of the same name. MPNet (--model mpnet) is run separately.
+# replaces its CPU's file of the same name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 R=benchmarks/results/$($PY benchmarks/common.py --cpu-slug)
 mkdir -p "$R"
+report() {
+  $PY benchmarks/report.py --results benchmarks/results --out docs/benchmarks.md
+  $PY -m cmhl_jax.docs --readme README.md --name benchmarks --from docs/benchmarks.md \
+    --section "Targets (CPU, MiniLM, B=32, L=64 unless stated)"
+}
+if [ "${1:-}" = mpnet ]; then
+  for D in float32 bfloat16; do
+    SUFFIX=$([ $D = bfloat16 ] && echo _bf16 || true)
+    $PY benchmarks/throughput.py --model mpnet --batch 32 --seq 64 --steps 5 --dtype $D \
+      --json $R/throughput_mpnet_b32_l64$SUFFIX.json
+  done
+  for P in fp32 bf16; do
+    SUFFIX=$([ $P = bf16 ] && echo _bf16 || true)
+    $PY benchmarks/epoch.py --model mpnet --limit "${EPOCH_LIMIT:-1024}" --precision $P \
+      --frameworks jax,torch_grouped,hf_trainer --json $R/epoch_mpnet$SUFFIX.json
+  done
+  report
+  exit 0
+fi
 EPOCH_LIMIT=${EPOCH_LIMIT:-0}
 $PY benchmarks/throughput.py --model minilm --batch 32 --seq 64 --steps 20 \
   --json $R/throughput_minilm_b32_l64.json
@@ -25,6 +46,4 @@ $PY benchmarks/epoch.py --limit "$EPOCH_LIMIT" --frameworks jax,torch,torch_grou
   --torch-compile-shapes dynamic --json $R/epoch_minilm_reference.json
 $PY benchmarks/epoch.py --limit "$EPOCH_LIMIT" --no-pack --frameworks jax \
   --json $R/epoch_minilm_buckets.json
-$PY benchmarks/report.py --results benchmarks/results --out docs/benchmarks.md
-$PY -m cmhl_jax.docs --readme README.md --name benchmarks --from docs/benchmarks.md \
-  --section "Targets (CPU, MiniLM, B=32, L=64 unless stated)"
+report
