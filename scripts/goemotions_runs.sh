@@ -15,7 +15,7 @@ workdirs=${2:-runs/goemotions_ablation}
 shift $(($# < 2 ? $# : 2))  # the rest: more ablation flags
 
 # The task's built-in arms: ce_only (the reference: loss.alpha=0, loss.lam=0 = BCE on the
-# emotion head only), valence_aux (+ the valence head, alpha 0.5 per text, no exclusivity) and
+# emotion head only), valence_aux (+ the valence head at the config's alpha, 0.1, no exclusivity) and
 # cmhl (the shipped configs/goemotions_minilm.py setting: valence head + min-form hinge).
 python -m cmhl_jax.ablation --config configs/goemotions_minilm.py --out docs/goemotions \
   --workdirs "$workdirs" --seeds 3 --arms ce_only,valence_aux,cmhl \
