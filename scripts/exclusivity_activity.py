@@ -22,6 +22,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from cmhl_jax.export import unflatten
 from cmhl_jax.losses import exclusivity_per_text
 from cmhl_jax.tasks.emotion.affect import build_affect_tables
 from cmhl_jax.tasks.goemotions import loss_arrays
@@ -31,15 +32,7 @@ FORMS = ("sum", "product", "min")
 
 def config_block(config: dict, block: str) -> ml_collections.ConfigDict:
     """The nested config block `block` of a flattened ("a.b.c": value) config."""
-    nested: dict = {}
-    for key, value in config.items():
-        if key.startswith(block + "."):
-            *parents, leaf = key.removeprefix(block + ".").split(".")
-            node = nested
-            for name in parents:
-                node = node.setdefault(name, {})
-            node[leaf] = value
-    return ml_collections.ConfigDict(nested)
+    return ml_collections.ConfigDict(unflatten(config).get(block, {}))
 
 
 def pair_tables(config: dict) -> tuple[np.ndarray, np.ndarray]:
