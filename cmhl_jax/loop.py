@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from cmhl_jax import data as data_lib
 from cmhl_jax.augment import augment_texts, wordnet_synonyms
-from cmhl_jax.checkpoint import Checkpoints
+from cmhl_jax.checkpoint import Checkpoints, release_freed_host_memory
 from cmhl_jax.cluster import WorkdirLock, setup_distributed
 from cmhl_jax.config import ConfigError, to_json
 from cmhl_jax.errors import UserError
@@ -338,7 +338,10 @@ class Trainer:
             "model": self.model_def.fingerprint(),
             "val": report and {k: v for k, v in report.items() if k != "per_class"},
         }
-        self.checkpoints.save(run.step, self.parallel.get_state(state), meta, val_metrics=report)
+        host_state = self.parallel.get_state(state)
+        self.checkpoints.save(run.step, host_state, meta, val_metrics=report)
+        del host_state
+        release_freed_host_memory()  # or RSS grows with every save (see its docstring)
 
     def evaluate_and_save(self, state, run: RunState, metrics: StepMetrics, writer) -> dict:
         """The epoch-end (or last-step) evaluation on val, early stopping, and the checkpoint."""
