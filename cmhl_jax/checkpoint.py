@@ -9,9 +9,6 @@ ones, so a crash never leaves the workdir without its last good checkpoint.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import logging
 import time
 from pathlib import Path
@@ -55,26 +52,6 @@ def _looks_like_io_error(err: BaseException) -> bool:
         marker in text
         for marker in ("No space left", "ENOSPC", "Disk quota", "Input/output error", "EIO")
     )
-
-
-@functools.cache
-def _malloc_trim():
-    """glibc's `malloc_trim`, or None (macOS, musl)."""
-    name = ctypes.util.find_library("c")
-    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-
-
-def release_freed_host_memory() -> None:
-    """Hands the heap memory freed since the last call back to the OS (glibc `malloc_trim`).
-
-    A save copies the train state to host arrays of a few MB each. Once glibc's dynamic mmap
-    threshold has grown past their size it serves them from its heap, and freed they stay in
-    RSS, fragmented: a 110M model grew by up to GBs a save and was killed at 24 GB on its 13th
-    save. Called after each save; a no-op where there is no `malloc_trim`.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _remove_tree(path: epath.Path) -> None:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from cmhl_jax import data as data_lib
 from cmhl_jax.augment import augment_texts, wordnet_synonyms
-from cmhl_jax.checkpoint import Checkpoints, release_freed_host_memory
+from cmhl_jax.checkpoint import Checkpoints
 from cmhl_jax.cluster import WorkdirLock, setup_distributed
 from cmhl_jax.config import ConfigError, to_json
 from cmhl_jax.errors import UserError
@@ -36,6 +36,7 @@ from cmhl_jax.metrics_log import MetricsWriter
 from cmhl_jax.model import ModelDef, build_model
 from cmhl_jax.parallel import Parallel
 from cmhl_jax.paths import is_local, workdir_path
+from cmhl_jax.runtime import release_free_memory
 from cmhl_jax.step import init_train_state, make_optimizer, predict_step, train_step
 from cmhl_jax.tasks import EarlyStopping, Task, fit_data_statistics, make_task, validate_config
 
@@ -341,7 +342,7 @@ class Trainer:
         host_state = self.parallel.get_state(state)
         self.checkpoints.save(run.step, host_state, meta, val_metrics=report)
         del host_state
-        release_freed_host_memory()  # or RSS grows with every save (see its docstring)
+        release_free_memory()  # or RSS grows by the state's size with every save
 
     def evaluate_and_save(self, state, run: RunState, metrics: StepMetrics, writer) -> dict:
         """The epoch-end (or last-step) evaluation on val, early stopping, and the checkpoint."""

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cmhl_jax import data as data_lib
-from cmhl_jax import loop
+from cmhl_jax import loop, runtime
 from cmhl_jax.checkpoint import Checkpoints
 from cmhl_jax.config import ConfigError, load_config, override
 from cmhl_jax.tasks import validate_config
@@ -266,8 +266,12 @@ def test_checkpoints_hold_no_pickle(runs):
 # Checkpoints: memory across saves, a crash during a save, corrupt and half-written checkpoints
 
 # Trains with a save every step and prints the RSS (MB) right after each save (Linux /proc).
+# With "fast" first, in the runtime of the command-line tools (jemalloc, no decay).
 RSS_AFTER_SAVES = """
 import json, sys
+from cmhl_jax.runtime import ensure_fast_runtime
+if sys.argv[4] == "fast":
+    ensure_fast_runtime()
 from conftest import tiny_config
 from cmhl_jax import loop
 
@@ -279,7 +283,7 @@ def recording_save(*args, **kwargs):
     save(*args, **kwargs)
     after.append(rss_mb())
 loop.Trainer.save = recording_save
-encoder, workdir, steps = sys.argv[1:]
+encoder, workdir, steps = sys.argv[1:4]
 config = tiny_config(encoder, encoder + "/data", "checkpoint.every_steps=1", f"max_steps={steps}")
 loop.train_and_evaluate(config, workdir)
 print(json.dumps(after))
@@ -288,21 +292,33 @@ print(json.dumps(after))
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
-def test_memory_does_not_grow_with_each_checkpoint_save(tmp_path):
-    """A 110M model's training grew by GBs a save until killed (24 GB at save 13): glibc kept
-    the freed host copies of the state in RSS. A 22M-parameter BERT (2 layers, hidden 512;
-    state 252 MB: params and Adam moments) saved 24 times: RSS from save 2 to the highest of
-    the last 10 saves grew 102 MB before the fix (malloc_trim after each save), 4 MB after
-    (AMD EPYC Zen 4)."""
+@pytest.mark.parametrize("allocator", ["glibc", "jemalloc"])
+def test_memory_does_not_grow_with_each_checkpoint_save(allocator, tmp_path):
+    """A 110M model's training (the ablation command: jemalloc, no decay) grew by ~1.3 GB a
+    save, to 24 GB: the allocator kept each save's freed host copy of the state. A 22M BERT
+    (2 layers, hidden 512; state 252 MB: params and Adam moments) saved 24 times: RSS from
+    save 2 to the highest of the last 10 grew by 102 MB (glibc) before `release_free_memory`
+    after each save, 4 MB after (AMD EPYC Zen 4)."""
+    if allocator == "jemalloc" and runtime.find_jemalloc() is None:
+        pytest.skip("libjemalloc2 not installed")
     encoder = make_tiny_encoder(
         tmp_path / "encoder", hidden_size=512, intermediate_size=2048, num_attention_heads=4
     )
     make_emotion_data(encoder / "data", n_train=400, n_val=16)
     steps = 24
+    mode = "fast" if allocator == "jemalloc" else "plain"
+    dropped = ("LD_PRELOAD", "MALLOC_CONF", "CMHL_FAST_RUNTIME", runtime.REEXECUTED)
+    environ = {k: v for k, v in rh.env().items() if k not in dropped}
+    environ.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        CMHL_COMPILATION_CACHE=str(tmp_path / "xla_cache"),
+    )
+    script = tmp_path / "rss_after_saves.py"
+    script.write_text(RSS_AFTER_SAVES)
     result = subprocess.run(
-        [sys.executable, "-c", RSS_AFTER_SAVES, str(encoder), str(tmp_path / "run"), str(steps)],
+        [sys.executable, str(script), str(encoder), str(tmp_path / "run"), str(steps), mode],
         cwd=ROOT,
-        env=dict(rh.env(), PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")])),
+        env=environ,
         capture_output=True,
         text=True,
         timeout=600,
