@@ -147,6 +147,7 @@ def tiny_hf_model(tmp_path_factory):
     defaults = {
         "bert": dict(type_vocab_size=2, pad_token_id=0, max_position_embeddings=64),
         "roberta": dict(type_vocab_size=1, pad_token_id=1, max_position_embeddings=66),
+        "mpnet": dict(pad_token_id=1, max_position_embeddings=66, layer_norm_eps=1e-5),
     }
 
     def make(model_type: str, **overrides):

@@ -63,6 +63,48 @@ def _load_tiny(path, **kwargs):
     return encoder
 
 
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "mpnet"])
+def test_gradients_equal_torch_autograd(tiny_hf_model, model_type):
+    """The backward pass at float32 (attention, the GELU's own VJP, MPNet's relative position
+    table): every weight's gradient of a weighted sum of the last hidden state equals torch
+    autograd's, through the export key map (transposes included)."""
+    import jax
+    from flax import nnx
+
+    from cmhl_jax.encoder.params import _hf_tensors
+
+    model, path = tiny_hf_model(model_type)
+    encoder = _load_tiny(path)
+    ids, mask = _batch(LENGTHS, 100, encoder.config.pad_token_id)
+    rng = np.random.default_rng(0)
+    weights = (rng.normal(size=(*ids.shape, encoder.config.hidden_size)) * mask[..., None]).astype(
+        np.float32
+    )
+    out = model(input_ids=torch.tensor(ids).long(), attention_mask=torch.tensor(mask).long())
+    (out.last_hidden_state * torch.tensor(weights)).sum().backward()
+    expected = {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
+
+    graphdef, params, rest = nnx.split(encoder, nnx.Param, ...)
+
+    def loss(params):
+        return jnp.sum(nnx.merge(graphdef, params, rest)(ids, mask) * weights)
+
+    grads = jax.jit(jax.grad(loss))(params)
+    ours = {
+        k: v for k, v in _hf_tensors(nnx.merge(graphdef, grads, rest)).items() if "pooler" not in k
+    }
+    assert set(ours) == {k for k in expected if "pooler" not in k}
+    # Relative to each weight's largest gradient, floored at 1e-3 of the largest of all: the key
+    # biases' gradients are 0 in exact arithmetic (softmax ignores a per-query constant).
+    floor = 1e-3 * max(float(np.abs(g).max()) for g in expected.values())
+    worst = {
+        k: float(np.abs(ours[k] - expected[k]).max() / max(np.abs(expected[k]).max(), floor))
+        for k in ours
+    }
+    print(f"{model_type} gradients: worst relative max|diff| {max(worst.values()):.1e}")
+    assert max(worst.values()) <= 1e-4, sorted(worst.items(), key=lambda kv: -kv[1])[:5]
+
+
 def _tiny(model_type, seed=0, **overrides):
     pad = {"bert": 0, "roberta": 1}[model_type]
     config = EncoderConfig(
