@@ -10,7 +10,9 @@ pair past its threshold tau_ij (the hinge is on), and the mean hinge (the exclus
 value on val, as in training). With --workdirs, also the mean of the logged exclusivity, emotion BCE
 and valence BCE terms per epoch (`metrics.jsonl`). With --forms, per arm instead (mean over its
 seeds): the share of texts of --split on which each form's hinge (sum, product, min) fires at the
-run's thresholds, the arm's own form marked. Prints a markdown table; writes nothing.
+run's thresholds, the arm's own form marked, and the mean top probability (how confident the
+arm is: spread-out probabilities pass the product form's p_i·p_j more often). Prints a markdown
+table; writes nothing.
 """
 
 from __future__ import annotations
@@ -63,20 +65,22 @@ def form_table(out: Path, split: str) -> list[str]:
             probs = arrays[f"{split}_probs"]
         config = record["config"]
         shares.setdefault(record["arm"], []).append(
-            [hinge_activity(probs, config, form)[0] for form in FORMS]
+            [*(hinge_activity(probs, config, form)[0] for form in FORMS), probs.max(-1).mean()]
         )
         if config.get("loss.lam", 0) > 0:
             own_form[record["arm"]] = config.get("loss.variant", "sum")
     lines = [
-        f"| arm | seeds | {' | '.join(f'{form} hinge on (%)' for form in FORMS)} |",
-        "|---|---:|" + "---:|" * len(FORMS),
+        f"| arm | seeds | {' | '.join(f'{form} hinge on (%)' for form in FORMS)} "
+        "| mean top probability (%) |",
+        "|---|---:|" + "---:|" * (len(FORMS) + 1),
     ]
     for arm, rows in shares.items():
+        *form_shares, top = np.mean(rows, axis=0)
         cells = [
             f"**{100 * share:.2f}**" if own_form.get(arm) == form else f"{100 * share:.2f}"
-            for form, share in zip(FORMS, np.mean(rows, axis=0), strict=True)
+            for form, share in zip(FORMS, form_shares, strict=True)
         ]
-        lines.append(f"| `{arm}` | {len(rows)} | {' | '.join(cells)} |")
+        lines.append(f"| `{arm}` | {len(rows)} | {' | '.join(cells)} | {100 * top:.2f} |")
     return lines
 
 

@@ -261,5 +261,5 @@ def test_exclusivity_activity_forms_on_the_emotion_task(tmp_path, capsys):
         np.savez(runs / f"{arm}_s0.npz", val_probs=probs)
     script.main([str(tmp_path), "--forms"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2] == "| `ce_only` | 1 | 66.67 | 33.33 | 33.33 |"
-    assert lines[3] == "| `cmhl_product` | 1 | 66.67 | **33.33** | 33.33 |"
+    assert lines[2] == "| `ce_only` | 1 | 66.67 | 33.33 | 33.33 | 82.33 |"  # (97 + 50 + 100) / 3
+    assert lines[3] == "| `cmhl_product` | 1 | 66.67 | **33.33** | 33.33 | 82.33 |"
