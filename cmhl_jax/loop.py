@@ -339,10 +339,8 @@ class Trainer:
             "model": self.model_def.fingerprint(),
             "val": report and {k: v for k, v in report.items() if k != "per_class"},
         }
-        host_state = self.parallel.get_state(state)
-        self.checkpoints.save(run.step, host_state, meta, val_metrics=report)
-        del host_state
-        release_free_memory()  # or RSS grows by the state's size with every save
+        self.checkpoints.save(run.step, self.parallel.get_state(state), meta, val_metrics=report)
+        release_free_memory()  # the host copy is freed now; or RSS grows by it with every save
 
     def evaluate_and_save(self, state, run: RunState, metrics: StepMetrics, writer) -> dict:
         """The epoch-end (or last-step) evaluation on val, early stopping, and the checkpoint."""

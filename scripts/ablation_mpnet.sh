@@ -7,7 +7,8 @@
 # MiniLM they left validation macro-F1 unchanged (docs/performance.md).
 # Resumable across machines: each run's record is committed under docs/ablation/mpnet/runs/ as
 # soon as it is scored, and a rerun skips it; a run stopped mid-way continues from its latest
-# checkpoint, saved every 100 updates (2-3 minutes alone on a 2-core AMD EPYC Zen 4) besides the epoch ends.
+# checkpoint, saved every 100 updates (2-3 minutes alone on a 2-core AMD EPYC Zen 4) besides
+# the epoch ends.
 #   bash scripts/ablation_mpnet.sh [DATA_ROOT] [more ablation flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
