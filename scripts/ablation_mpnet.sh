@@ -8,7 +8,8 @@
 # Resumable across machines: each run's record is committed under docs/ablation/mpnet/runs/ as
 # soon as it is scored, and a rerun skips it; a run stopped mid-way continues from its latest
 # checkpoint, saved every 100 updates (2-3 minutes alone on a 2-core AMD EPYC Zen 4) besides
-# the epoch ends.
+# the epoch ends. When all 9 are scored the tables go to docs/ablation/mpnet/ and into
+# docs/emotion.md (block ablation-mpnet).
 #   bash scripts/ablation_mpnet.sh [DATA_ROOT] [more ablation flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +20,4 @@ python -m cmhl_jax.ablation --config configs/emotion_mpnet.py --out docs/ablatio
   --test "$data/isear/test4.txt" "$@" \
   --config.data.local_dir="$data/emotion" --config.parallel.mode=single --config.num_epochs=3 \
   --config.model.matmul_dtype=bfloat16 --config.checkpoint.every_steps=100
+python -m cmhl_jax.ablation --readme docs/emotion.md --readme_block ablation-mpnet --from docs/ablation/mpnet
