@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CPU benchmark runs behind docs/benchmarks.md, then the report (~60 min on 2 quiet cores).
 #   bash benchmarks/run_all.sh            (EPOCH_LIMIT=N: first N training texts, default all)
-#   bash benchmarks/run_all.sh mpnet      base size (all-mpnet-base-v2, ~40 min; EPOCH_LIMIT
-#                                         default 1024 texts: a full epoch is hours per framework)
+#   bash benchmarks/run_all.sh mpnet      base size (all-mpnet-base-v2, ~45 min; EPOCH_LIMIT
+#                                         default 1024 texts: a full epoch is hours per framework;
+#                                         MiniLM's throughput is rerun beside it)
 # Results go to benchmarks/results/<vendor>-<family>-<model>/, one file per benchmark: a run
 # replaces its CPU's file of the same name.
 set -euo pipefail
@@ -16,10 +17,13 @@ report() {
     --section "Targets (CPU, MiniLM, B=32, L=64 unless stated)"
 }
 if [ "${1:-}" = mpnet ]; then
-  for D in float32 bfloat16; do
-    SUFFIX=$([ $D = bfloat16 ] && echo _bf16 || true)
-    $PY benchmarks/throughput.py --model mpnet --batch 32 --seq 64 --steps 5 --dtype $D \
-      --json $R/throughput_mpnet_b32_l64$SUFFIX.json
+  # MiniLM too, in the same session: hidden size 384 against 768 on one CPU and one load.
+  for M in minilm mpnet; do
+    for D in float32 bfloat16; do
+      SUFFIX=$([ $D = bfloat16 ] && echo _bf16 || true)
+      $PY benchmarks/throughput.py --model $M --batch 32 --seq 64 --steps 5 --dtype $D \
+        --json $R/throughput_${M}_b32_l64$SUFFIX.json
+    done
   done
   for P in fp32 bf16; do
     SUFFIX=$([ $P = bf16 ] && echo _bf16 || true)

@@ -36,7 +36,11 @@ def run_config(run: Path):
 
 
 def machine() -> str:
-    cpu = cpu_fields().get("model name", "unknown CPU")
+    fields = cpu_fields()
+    cpu = (
+        f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')}, "
+        f"model {fields.get('model', '?')})"
+    )
     devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()}; jax {jax.__version__} ({devices})"
 
