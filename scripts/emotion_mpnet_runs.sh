@@ -5,7 +5,7 @@
 #   cores with AVX512_BF16; float32 takes about twice as long);
 # - bf16 against float32 operands, the same seed and 1 epoch each (~35 min for the pair), the
 #   measurement behind "bf16 does not change validation quality" at this size.
-# Sequential; each run resumes if its workdir exists.
+# Sequential; a run resumes if its workdir exists and is skipped once scored (val.json).
 #   bash scripts/emotion_mpnet_runs.sh [DATA_DIR] [RUNS_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ short=(--config.num_epochs=1 --config.checkpoint.keep_best=1)
 
 run() {  # name, extra overrides...
   local name=$1; shift
+  [ -f "$runs/$name/val.json" ] && return
   python train.py "${common[@]}" --workdir "$runs/$name" "$@"
   python eval.py --workdir "$runs/$name" --checkpoint best --data "$data/val.txt" \
     --output "$runs/$name/val.json"
