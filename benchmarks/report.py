@@ -560,6 +560,9 @@ def cpu_section(cpu: str, files: dict[str, dict]) -> list[str]:
         )
     if "matmul_probe.json" in files:
         sections.append(_subsection(matmul_md(files["matmul_probe.json"]), "matmul_probe.json"))
+    hidden = hidden_size_md(cpu, files)
+    if hidden:
+        sections.append(hidden)
     return sections
 
 
@@ -590,6 +593,57 @@ def model_targets(groups: dict, model: str, main_name: str) -> str | None:
     title = "MiniLM" if model == "minilm" else f"{MODEL_TITLES.get(model, model)} (base size)"
     return f"## Targets (CPU, {title}, B=32, L=64 unless stated)\n\n" + targets_md(
         measured, per_cpu_bf16
+    )
+
+
+HIDDEN_SIZES = {"minilm": 384, "mpnet": 768}  # the models compared by hidden_size_md
+
+
+def hidden_size_md(cpu: str, files: dict[str, dict]) -> str | None:
+    """MiniLM (hidden 384) against MPNet (768) train steps at B=32, L=64 on one CPU, per dtype:
+    each framework's share of its own 2048³ matmul roof and JAX's step ratios; only from the
+    pairs measured in one session (the same date) on this CPU, else None."""
+    rows = []
+    for dtype, suffix in (("float32", ""), ("bfloat16", "_bf16")):
+        pair = [files.get(f"throughput_{m}_b32_l64{suffix}.json") for m in HIDDEN_SIZES]
+        if not all(pair) or pair[0]["meta"]["date"][:10] != pair[1]["meta"]["date"][:10]:
+            continue
+        for model, r in zip(HIDDEN_SIZES, pair, strict=True):
+            q = r["ratios"]
+            rows.append(
+                [
+                    f"{MODEL_TITLES[model]} ({HIDDEN_SIZES[model]})",
+                    dtype,
+                    _f(r["jax"]["train_gflops"], 0),
+                    f"{100 * r['jax']['train_roof_share']:.0f}%",
+                    f"{100 * r['torch_eager']['train_roof_share']:.0f}%"
+                    if "torch_eager" in r
+                    else "–",
+                    f"{q['train_jax_over_torch_eager']:.2f}x"
+                    if "train_jax_over_torch_eager" in q
+                    else "–",
+                    f"{q['train_jax_over_torch_compile']:.2f}x"
+                    if "train_jax_over_torch_compile" in q
+                    else "–",
+                ]
+            )
+    if not rows:
+        return None
+    header = [
+        "model (hidden)",
+        "dtype",
+        "JAX train GFLOP/s",
+        "JAX share of its roof",
+        "torch eager share of its roof",
+        "train step JAX / torch eager",
+        "JAX / torch.compile",
+    ]
+    return (
+        f"### Hidden size 384 against 768: train step, B=32, L=64 ({short_cpu(cpu)})\n\n"
+        "From the CPU's `throughput_minilm_b32_l64[_bf16].json` and "
+        "`throughput_mpnet_b32_l64[_bf16].json` of one session (`bash benchmarks/run_all.sh "
+        "mpnet`); the share of roof is the framework's model GFLOP/s over its own 2048³ matmul "
+        "in the same file.\n\n" + _table(header, rows)
     )
 
 

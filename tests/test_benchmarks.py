@@ -287,6 +287,22 @@ def test_report_shows_mpnet_targets_and_train_step_memory():
     assert intro[0] == "### One epoch, MPNet, 16000 training texts, 32 texts/update, fp32"
 
 
+def test_report_compares_hidden_sizes_only_within_one_session():
+    sys.path.insert(0, str(BENCH))
+    import report
+
+    minilm, mpnet = _throughput_result("minilm"), _throughput_result("mpnet")
+    mpnet["jax"] |= {"train_gflops": 180.0, "train_roof_share": 0.9}
+    mpnet["ratios"]["train_jax_over_torch_eager"] = 1.8
+    files = {"throughput_minilm_b32_l64.json": minilm, "throughput_mpnet_b32_l64.json": mpnet}
+    md = report.hidden_size_md("Test CPU", files)
+    assert "| MiniLM (384) | float32 | 150 | 75% | 75% | 1.40x | – |" in md
+    assert "| MPNet (768) | float32 | 180 | 90% | 75% | 1.80x | – |" in md
+    assert "bfloat16" not in md  # no bf16 pair
+    mpnet["meta"] = mpnet["meta"] | {"date": "another day"}
+    assert report.hidden_size_md("Test CPU", files) is None
+
+
 _EPOCH_META = {
     "batch_texts": 32, "cpu": "Test CPU", "cores": 2, "date": "today", "loadavg_1m_at_end": 1.0,
     "mean_tokens": 22.3, "max_tokens": 87, "command": "python benchmarks/epoch.py --model mpnet",
