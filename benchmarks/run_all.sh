@@ -15,6 +15,8 @@ report() {
   $PY benchmarks/report.py --results benchmarks/results --out docs/benchmarks.md
   $PY -m cmhl_jax.docs --readme README.md --name benchmarks --from docs/benchmarks.md \
     --section "Targets (CPU, MiniLM, B=32, L=64 unless stated)"
+  $PY -m cmhl_jax.docs --readme README.md --name benchmarks-mpnet --from docs/benchmarks.md \
+    --section "Targets (CPU, MPNet (base size), B=32, L=64 unless stated)"
 }
 if [ "${1:-}" = mpnet ]; then
   # MiniLM too, in the same session: hidden size 384 against 768 on one CPU and one load.

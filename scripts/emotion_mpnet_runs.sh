@@ -34,3 +34,7 @@ python scripts/results_table.py --out docs/results_emotion_mpnet.md \
   --run "CMHL (sum), 1 epoch, float32=$runs/emotion_mpnet_1ep_fp32"
 python -m cmhl_jax.docs --readme docs/emotion.md --name results-emotion-mpnet \
   --from docs/results_emotion_mpnet.md
+python scripts/precision_compare.py --out docs/results_emotion_mpnet/precision.md \
+  "$runs/emotion_mpnet_1ep_bf16" "$runs/emotion_mpnet_1ep_fp32"
+python -m cmhl_jax.docs --readme docs/emotion.md --name precision-mpnet \
+  --from docs/results_emotion_mpnet/precision.md

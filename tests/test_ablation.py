@@ -263,3 +263,40 @@ def test_exclusivity_activity_forms_on_the_emotion_task(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == "| `ce_only` | 1 | 66.67 | 33.33 | 33.33 | 82.33 |"  # (97 + 50 + 100) / 3
     assert lines[3] == "| `cmhl_product` | 1 | 66.67 | **33.33** | 33.33 | 82.33 |"
+
+
+def test_precision_compare_on_hand_made_runs(tmp_path):
+    """`scripts/precision_compare.py` on two hand-made runs: the score differences, the share
+    of val texts where both predict the same emotion (2 of 3) and the mean confidence gap
+    ((0.1 + 0 + 0.2) / 3 = 0.1), the loss curves on their common steps; runs over different
+    val texts are refused."""
+    from conftest import load_script
+
+    script = load_script("scripts/precision_compare.py")
+
+    def run(name, dtype, acc, emotions, confidences, losses):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps({"model": {"matmul_dtype": dtype}}))
+        val = {"accuracy": acc, "macro_f1": acc - 0.1, "weighted_f1": acc, "ece": 0.05}
+        (path / "val.json").write_text(json.dumps(val | {"step": 10}))
+        preds = [
+            {"text": f"t{i}", "emotion": e, "confidence": c}
+            for i, (e, c) in enumerate(zip(emotions, confidences, strict=True))
+        ]
+        (path / "val.predictions.jsonl").write_text("\n".join(map(json.dumps, preds)))
+        rows = [{"step": s, "loss": v} for s, v in losses.items()] + [{"step": 10, "val_x": 1}]
+        (path / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)))
+        return path
+
+    a = run("a", "bfloat16", 0.90, ["joy", "anger", "fear"], [0.9, 0.8, 0.7], {5: 1.5, 10: 1.0})
+    b = run("b", "float32", 0.88, ["joy", "anger", "joy"], [0.8, 0.8, 0.5], {5: 1.25, 7: 1.1})
+    lines = script.compare(a, b)
+    assert "| bfloat16 − float32 | +2.00 | +2.00 | +2.00 | +0.00 | |" in lines
+    agreement = next(x for x in lines if "same emotion" in x)
+    assert "2 of 3 val texts (66.7%)" in agreement and "confidence 10.00 points" in agreement
+    assert "| 5 | 1.5000 | 1.2500 | +0.2500 |" in lines
+    assert not any(x.startswith(("| 7 |", "| 10 |")) for x in lines)
+    (b / "val.predictions.jsonl").write_text(json.dumps({"text": "other", "emotion": "joy"}))
+    with pytest.raises(ValueError, match="different val texts"):
+        script.compare(a, b)
