@@ -601,8 +601,9 @@ HIDDEN_SIZES = {"minilm": 384, "mpnet": 768}  # the models compared by hidden_si
 
 def hidden_size_md(cpu: str, files: dict[str, dict]) -> str | None:
     """MiniLM (hidden 384) against MPNet (768) train steps at B=32, L=64 on one CPU, per dtype:
-    each framework's share of its own 2048³ matmul roof and JAX's step ratios; only from the
-    pairs measured in one session (the same date) on this CPU, else None."""
+    JAX's and torch eager's model GFLOP/s, each one's share of its own 2048³ matmul roof and
+    JAX's step ratios; only from the pairs measured in one session (the same date) on this
+    CPU, else None."""
     rows = []
     for dtype, suffix in (("float32", ""), ("bfloat16", "_bf16")):
         pair = [files.get(f"throughput_{m}_b32_l64{suffix}.json") for m in HIDDEN_SIZES]
@@ -615,6 +616,7 @@ def hidden_size_md(cpu: str, files: dict[str, dict]) -> str | None:
                     f"{MODEL_TITLES[model]} ({HIDDEN_SIZES[model]})",
                     dtype,
                     _f(r["jax"]["train_gflops"], 0),
+                    _f(r.get("torch_eager", {}).get("train_gflops"), 0),
                     f"{100 * r['jax']['train_roof_share']:.0f}%",
                     f"{100 * r['torch_eager']['train_roof_share']:.0f}%"
                     if "torch_eager" in r
@@ -633,6 +635,7 @@ def hidden_size_md(cpu: str, files: dict[str, dict]) -> str | None:
         "model (hidden)",
         "dtype",
         "JAX train GFLOP/s",
+        "torch eager train GFLOP/s",
         "JAX share of its roof",
         "torch eager share of its roof",
         "train step JAX / torch eager",

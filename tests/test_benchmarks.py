@@ -296,8 +296,8 @@ def test_report_compares_hidden_sizes_only_within_one_session():
     mpnet["ratios"]["train_jax_over_torch_eager"] = 1.8
     files = {"throughput_minilm_b32_l64.json": minilm, "throughput_mpnet_b32_l64.json": mpnet}
     md = report.hidden_size_md("Test CPU", files)
-    assert "| MiniLM (384) | float32 | 150 | 75% | 75% | 1.40x | – |" in md
-    assert "| MPNet (768) | float32 | 180 | 90% | 75% | 1.80x | – |" in md
+    assert "| MiniLM (384) | float32 | 150 | 150 | 75% | 75% | 1.40x | – |" in md
+    assert "| MPNet (768) | float32 | 180 | 150 | 90% | 75% | 1.80x | – |" in md
     assert "bfloat16" not in md  # no bf16 pair
     mpnet["meta"] = mpnet["meta"] | {"date": "another day"}
     assert report.hidden_size_md("Test CPU", files) is None
