@@ -610,23 +610,17 @@ def hidden_size_md(cpu: str, files: dict[str, dict]) -> str | None:
         if not all(pair) or pair[0]["meta"]["date"][:10] != pair[1]["meta"]["date"][:10]:
             continue
         for model, r in zip(HIDDEN_SIZES, pair, strict=True):
-            q = r["ratios"]
+            jax, eager, q = r["jax"], r.get("torch_eager", {}), r["ratios"]
+            share = {n: e.get("train_roof_share") for n, e in (("jax", jax), ("eager", eager))}
+            ratio = {n: q.get(f"train_jax_over_torch_{n}") for n in ("eager", "compile")}
             rows.append(
                 [
                     f"{MODEL_TITLES[model]} ({HIDDEN_SIZES[model]})",
                     dtype,
-                    _f(r["jax"]["train_gflops"], 0),
-                    _f(r.get("torch_eager", {}).get("train_gflops"), 0),
-                    f"{100 * r['jax']['train_roof_share']:.0f}%",
-                    f"{100 * r['torch_eager']['train_roof_share']:.0f}%"
-                    if "torch_eager" in r
-                    else "–",
-                    f"{q['train_jax_over_torch_eager']:.2f}x"
-                    if "train_jax_over_torch_eager" in q
-                    else "–",
-                    f"{q['train_jax_over_torch_compile']:.2f}x"
-                    if "train_jax_over_torch_compile" in q
-                    else "–",
+                    _f(jax["train_gflops"], 0),
+                    _f(eager.get("train_gflops"), 0),
+                    *("–" if v is None else f"{100 * v:.0f}%" for v in share.values()),
+                    *("–" if v is None else f"{v:.2f}x" for v in ratio.values()),
                 ]
             )
     if not rows:

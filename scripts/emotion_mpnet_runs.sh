@@ -2,7 +2,7 @@
 # The base-size emotion runs behind docs/results_emotion_mpnet.md (all-mpnet-base-v2, 110M,
 # configs/emotion_mpnet.py, dair-ai emotion train, best checkpoint by val macro-F1):
 # - the README's base-size command, 5 epochs, with bf16 matmul operands (~1 h on 2 AMD Zen 4
-#   cores with AVX512_BF16; float32 takes about twice as long);
+#   cores with AVX512_BF16; float32 steps take about 1.6 times as long);
 # - bf16 against float32 operands, the same seed and 1 epoch each (~35 min for the pair), the
 #   measurement behind "bf16 does not change validation quality" at this size.
 # Sequential; a run resumes if its workdir exists and is skipped once scored (val.json).
